@@ -1,0 +1,322 @@
+//! The catalog: every servable tool, compiled once at start-up.
+//!
+//! Start-up is where spec errors belong. Loading reads the spec directory,
+//! compiles every file (schema validator, executor templates, quotas), and
+//! only if *nothing* is wrong records the versions in the registry and
+//! resolves which version of each tool is active. A pinned tool serves its
+//! stored version even when the file now says something else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::Quota;
+
+use crate::executor::{CompileContext, CompiledRun};
+use crate::principals::Principals;
+use crate::spec::{self, LoadedSpec, SpecIssue, ToolSpec, rate};
+use crate::store::{SpecFile, Store};
+
+/// Default time a call may run when a spec names no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One tool version, ready to serve.
+pub struct CompiledTool {
+    pub spec: ToolSpec,
+    /// Stored version number (v1, v2, …); 0 when not yet registered (`check`).
+    pub version: i64,
+    /// SHA-256 of the spec's canonical content.
+    pub hash: String,
+    pub pinned: bool,
+    /// The spec file this version was first seen in.
+    pub source: PathBuf,
+    /// Compiled once per version: validating arguments is on the hot path.
+    pub validator: jsonschema::Validator,
+    pub run: CompiledRun,
+    pub timeout: Duration,
+    pub per_principal: Option<Quota>,
+    pub global: Option<Quota>,
+}
+
+impl std::fmt::Debug for CompiledTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledTool")
+            .field("name", &self.spec.name)
+            .field("version", &self.version)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The active tools, by name.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    tools: BTreeMap<String, Arc<CompiledTool>>,
+}
+
+impl Catalog {
+    /// Load the spec directory, register versions in `store`, and compile the
+    /// active version of every tool. Any problem anywhere is returned, all at once.
+    pub async fn load(
+        specs_dir: &std::path::Path,
+        principals: &Principals,
+        store: &Store,
+        http: &reqwest::Client,
+    ) -> Result<Catalog, CatalogError> {
+        let (loaded, compiled) = check_dir(specs_dir, Some(principals), http)?;
+        let active = store.sync_specs(&spec_files(&loaded)).await?;
+        let mut by_hash: BTreeMap<String, CompiledTool> = compiled
+            .into_iter()
+            .map(|t| (t.hash.clone(), t))
+            .collect();
+        let mut tools = BTreeMap::new();
+        let mut issues = Vec::new();
+        for (state, version) in active {
+            // The file's own version is already compiled; a pinned older
+            // version is rebuilt from its stored canonical content.
+            let compiled = match by_hash.remove(&version.hash) {
+                Some(t) => Ok(t),
+                None => spec::load::from_canonical(&version.canonical)
+                    .map_err(|m| vec![SpecIssue::at("", m)])
+                    .and_then(|s| compile(s, Some(principals), http)),
+            };
+            match compiled {
+                Ok(mut tool) => {
+                    tool.version = version.version;
+                    tool.hash = version.hash.clone();
+                    tool.pinned = state.pinned;
+                    tool.source = version.source_path.clone().into();
+                    tools.insert(state.name.clone(), Arc::new(tool));
+                }
+                Err(errs) => issues.extend(errs.into_iter().map(|i| {
+                    SpecIssue {
+                        message: format!(
+                            "stored version v{} (pinned): {}",
+                            version.version, i.message
+                        ),
+                        ..i
+                    }
+                    .in_file(&version.source_path)
+                    .hint(format!(
+                        "`tollgate tools unpin {}` serves the spec file again",
+                        state.name
+                    ))
+                })),
+            }
+        }
+        if !issues.is_empty() {
+            return Err(CatalogError::Specs(issues));
+        }
+        Ok(Catalog { tools })
+    }
+
+    /// A catalog of already compiled tools (tests, benchmarks).
+    pub fn from_tools(tools: impl IntoIterator<Item = CompiledTool>) -> Catalog {
+        Catalog {
+            tools: tools
+                .into_iter()
+                .map(|t| (t.spec.name.clone(), Arc::new(t)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<CompiledTool>> {
+        self.tools.get(name)
+    }
+
+    /// Active tools in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<CompiledTool>> {
+        self.tools.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+}
+
+/// Why the catalog could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{} problem(s) in tool specs", .0.len())]
+    Specs(Vec<SpecIssue>),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Load and compile every spec in `dir` without touching the registry
+/// (`tollgate check`). With `principals`, `allow` roles must be declared.
+pub fn check_dir(
+    dir: &std::path::Path,
+    principals: Option<&Principals>,
+    http: &reqwest::Client,
+) -> Result<(Vec<LoadedSpec>, Vec<CompiledTool>), CatalogError> {
+    let report = spec::load_dir(dir);
+    let mut issues = report.issues;
+    let mut compiled = Vec::new();
+    for loaded in &report.specs {
+        match compile(loaded.spec.clone(), principals, http) {
+            Ok(mut tool) => {
+                tool.hash = loaded.hash.clone();
+                tool.source = loaded.file.clone();
+                compiled.push(tool);
+            }
+            Err(errs) => issues.extend(errs.into_iter().map(|i| i.in_file(&loaded.file))),
+        }
+    }
+    if issues.is_empty() {
+        Ok((report.specs, compiled))
+    } else {
+        Err(CatalogError::Specs(issues))
+    }
+}
+
+/// The registry's view of loaded spec files.
+pub fn spec_files(loaded: &[LoadedSpec]) -> Vec<SpecFile> {
+    loaded
+        .iter()
+        .map(|s| SpecFile {
+            name: s.spec.name.clone(),
+            hash: s.hash.clone(),
+            canonical: s.canonical.clone(),
+            source_path: s.file.display().to_string(),
+            source_text: s.source_text.clone(),
+        })
+        .collect()
+}
+
+/// Check one spec's meaning (beyond its shape) and compile it.
+pub fn compile(
+    spec: ToolSpec,
+    principals: Option<&Principals>,
+    http: &reqwest::Client,
+) -> Result<CompiledTool, Vec<SpecIssue>> {
+    let mut issues = Vec::new();
+    if !valid_name(&spec.name) {
+        issues.push(
+            SpecIssue::at("name", format!("`{}` is not a valid tool name", spec.name))
+                .hint("use 1 to 64 characters of A-Z, a-z, 0-9, `_`, `-` and `.`"),
+        );
+    }
+    if spec.description.trim().is_empty() {
+        issues.push(
+            SpecIssue::at("description", "is empty")
+                .hint("the model reads the description to decide when to call the tool"),
+        );
+    }
+    let validator = compile_schema("input_schema", &spec.input_schema, &mut issues);
+    if let Some(out) = &spec.output_schema {
+        compile_schema("output_schema", out, &mut issues);
+    }
+    if let Some(principals) = principals {
+        for (i, role) in spec.allow.iter().enumerate() {
+            if !principals.has_role(role) {
+                issues.push(
+                    SpecIssue::at(format!("allow[{i}]"), format!("role `{role}` is not declared in the principals file"))
+                        .hint(format!("declared roles: {}", principals.roles().collect::<Vec<_>>().join(", "))),
+                );
+            }
+        }
+    }
+    let mut quota_at = |field: &str, rate: Option<&spec::model::Rate>| {
+        rate.and_then(|r| {
+            rate::quota(r)
+                .map_err(|m| issues.push(SpecIssue::at(field, m)))
+                .ok()
+        })
+    };
+    let limits = spec.rate_limit.as_ref();
+    let per_principal = quota_at(
+        "rate_limit.per_principal.rate",
+        limits.and_then(|l| l.per_principal.as_ref()),
+    );
+    let global = quota_at("rate_limit.global.rate", limits.and_then(|l| l.global.as_ref()));
+    let timeout = match &spec.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => rate::timeout(t).unwrap_or_else(|m| {
+            issues.push(SpecIssue::at("timeout", m));
+            DEFAULT_TIMEOUT
+        }),
+    };
+    if let Some(cost) = &spec.cost
+        && !(cost.usd.is_finite() && cost.usd >= 0.0)
+    {
+        issues.push(SpecIssue::at("cost.usd", "must be a number ≥ 0"));
+    }
+    let ctx = CompileContext {
+        properties: property_names(&spec.input_schema),
+        http: http.clone(),
+    };
+    let run = spec.run.compile(&ctx).map_err(|errs| issues.extend(errs)).ok();
+    match (validator, run) {
+        (Some(validator), Some(run)) if issues.is_empty() => Ok(CompiledTool {
+            version: 0,
+            hash: String::new(),
+            pinned: false,
+            source: PathBuf::new(),
+            validator,
+            run,
+            timeout,
+            per_principal,
+            global,
+            spec,
+        }),
+        _ => Err(issues),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn compile_schema(
+    field: &str,
+    schema: &serde_json::Value,
+    issues: &mut Vec<SpecIssue>,
+) -> Option<jsonschema::Validator> {
+    if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+        issues.push(
+            SpecIssue::at(field, "must be a JSON Schema with `type: object`")
+                .hint("MCP tool arguments are always a JSON object; declare each argument under `properties`"),
+        );
+        return None;
+    }
+    match jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+    {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let at = e.instance_path().to_string();
+            issues.push(
+                SpecIssue::at(format!("{field}{}", pointer_suffix(&at)), format!("invalid JSON Schema: {e}"))
+                    .hint("see https://json-schema.org/understanding-json-schema/ (draft 2020-12)"),
+            );
+            None
+        }
+    }
+}
+
+fn pointer_suffix(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| format!(".{s}"))
+        .collect()
+}
+
+/// Top-level argument names declared by an input schema.
+pub fn property_names(schema: &serde_json::Value) -> BTreeSet<String> {
+    schema
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,84 @@
+//! `tollgate call`: one governed call from the command line.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Map, Value, json};
+
+use super::app::{App, local_identity};
+use super::{EXIT_FAILED, Global};
+use tollgate::pipeline::{CallRequest, Origin};
+
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// Tool name.
+    pub name: String,
+    /// Arguments as a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub args: String,
+    /// Who is calling; must be listed in the principals file.
+    #[arg(long, env = "TOLLGATE_PRINCIPAL", value_name = "NAME")]
+    pub principal: Option<String>,
+    /// Print the result and receipt id as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
+    let settings = global.settings(args.principal)?;
+    let arguments: Map<String, Value> = match serde_json::from_str::<Value>(&args.args)
+        .with_context(|| format!("--args is not valid JSON: {}", args.args))?
+    {
+        Value::Object(map) => map,
+        other => anyhow::bail!(
+            "--args must be a JSON object like '{{\"message\":\"hi\"}}', not {}",
+            kind(&other)
+        ),
+    };
+    let identity = local_identity(&settings, "cli")?;
+    let app = App::start(&settings).await?;
+    let origin = Origin {
+        transport: "cli".into(),
+        session: None,
+    };
+    let request = CallRequest {
+        tool: args.name,
+        arguments: Some(arguments),
+    };
+    let reply = app.pipeline.call(&identity, origin, request).await;
+    app.shutdown().await;
+    let (ok, text, structured) = match &reply.body {
+        Ok(out) => (!out.is_error, out.text.clone(), out.structured.clone()),
+        Err(e) => (false, e.to_string(), None),
+    };
+    if args.json {
+        let out = json!({
+            "receipt_id": reply.receipt_id,
+            "is_error": !ok,
+            "text": text,
+            "structured": structured,
+        });
+        println!("{out}");
+    } else {
+        if ok {
+            println!("{text}");
+        } else {
+            eprintln!("error: {text}");
+        }
+        match &reply.receipt_id {
+            Some(id) => eprintln!("receipt: {id}"),
+            None => eprintln!("receipt: none (could not be committed)"),
+        }
+    }
+    Ok(if ok { 0 } else { EXIT_FAILED })
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

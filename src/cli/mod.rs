@@ -1,0 +1,106 @@
+//! The command line: argument definitions and dispatch.
+//!
+//! This is the binary's edge, so errors here are `anyhow` with context; the
+//! library underneath uses typed errors.
+
+mod app;
+mod call;
+mod check;
+mod receipts;
+mod serve;
+mod tools;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use tollgate::config::{Overrides, Settings};
+
+/// Exit status for "the command ran but the answer is no" (check found
+/// problems, a call was refused, the receipt chain is broken).
+pub const EXIT_FAILED: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A Model Context Protocol server that exposes governed tools",
+    long_about = "tollgate serves tools defined in YAML spec files over MCP. Every call is \
+authenticated, validated against the tool's input schema, authorized by role, rate limited, \
+executed, and recorded as a hash-chained receipt in SQLite before the reply is sent.",
+    after_help = "Examples:\n  tollgate check\n  tollgate serve --principal alice\n  tollgate call echo --args '{\"message\":\"hi\"}' --principal alice\n  tollgate receipts list --limit 5"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes. Flags beat environment variables, which beat
+/// the config file, which beats the defaults.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Config file (YAML). Default: ./tollgate.yaml when it exists.
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// SQLite database file (created if missing). Default: ./tollgate.db
+    #[arg(long, global = true, env = "TOLLGATE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Directory of tool spec files (*.yaml). Default: ./tool-specs
+    #[arg(long, global = true, env = "TOLLGATE_SPECS", value_name = "DIR")]
+    pub specs: Option<PathBuf>,
+    /// Principals and roles file. Default: ./principals.yaml
+    #[arg(long, global = true, env = "TOLLGATE_PRINCIPALS", value_name = "FILE")]
+    pub principals: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve MCP over stdio (stdout carries only the protocol; logs go to stderr).
+    #[command(
+        after_help = "Example:\n  tollgate serve --principal alice\n\nLog level: TOLLGATE_LOG=debug (or RUST_LOG)."
+    )]
+    Serve(serve::ServeArgs),
+    /// Validate every spec and print what would be loaded; exit 1 on any error.
+    #[command(after_help = "Example:\n  tollgate check --specs ./tool-specs")]
+    Check,
+    /// Print the JSON Schema of the tool-spec format (for editors).
+    #[command(after_help = "Example:\n  tollgate schema > tool-spec.schema.json")]
+    Schema,
+    /// Inspect and manage tool versions.
+    #[command(subcommand)]
+    Tools(tools::ToolsCmd),
+    /// Run one governed call through the same pipeline as `serve` (transport "cli").
+    #[command(
+        after_help = "Example:\n  tollgate call echo --args '{\"message\":\"hi\"}' --principal alice\n\nExit status: 0 when the tool succeeded, 1 when the call was refused or the tool failed."
+    )]
+    Call(call::CallArgs),
+    /// Query and verify receipts.
+    #[command(subcommand)]
+    Receipts(receipts::ReceiptsCmd),
+}
+
+impl Global {
+    fn settings(&self, principal: Option<String>) -> anyhow::Result<Settings> {
+        Ok(Settings::resolve(Overrides {
+            config: self.config.clone(),
+            db: self.db.clone(),
+            specs: self.specs.clone(),
+            principals: self.principals.clone(),
+            principal,
+        })?)
+    }
+}
+
+/// Run the parsed command; the result is the process exit status.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Check => check::check(&cli.global.settings(None)?),
+        Command::Schema => check::schema(),
+        Command::Tools(cmd) => tools::run(&cli.global.settings(None)?, cmd).await,
+        Command::Call(args) => call::run(&cli.global, args).await,
+        Command::Receipts(cmd) => receipts::run(&cli.global.settings(None)?, cmd).await,
+    }
+}

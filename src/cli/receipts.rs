@@ -1,0 +1,181 @@
+//! `tollgate receipts …`: query and verify the receipt chain.
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use super::EXIT_FAILED;
+use super::app::open_store;
+use tollgate::config::Settings;
+use tollgate::receipt::{Decision, Receipt};
+use tollgate::store::ReceiptFilter;
+
+#[derive(Subcommand, Debug)]
+pub enum ReceiptsCmd {
+    /// List receipts, newest first.
+    #[command(
+        after_help = "Example:\n  tollgate receipts list --tool echo --decision denied --since 1h --limit 20"
+    )]
+    List {
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
+        /// allowed, denied, rate_limited, invalid or unknown_tool
+        #[arg(long)]
+        decision: Option<Decision>,
+        /// Only receipts newer than this, e.g. 30m, 1h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON array of receipts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one receipt in full (an id prefix of 8+ characters is enough).
+    #[command(after_help = "Example:\n  tollgate receipts show 019a8c2e")]
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the hash chain; exit 0 when intact, 1 at the first bad receipt.
+    #[command(after_help = "Example:\n  tollgate receipts verify")]
+    Verify,
+}
+
+pub async fn run(settings: &Settings, cmd: ReceiptsCmd) -> anyhow::Result<u8> {
+    if !settings.db.exists() {
+        bail!(
+            "no database at {}: nothing has been recorded yet (start `tollgate serve` or run `tollgate call` first)",
+            settings.db.display()
+        );
+    }
+    let store = open_store(settings).await?;
+    match cmd {
+        ReceiptsCmd::List {
+            tool,
+            principal,
+            decision,
+            since,
+            limit,
+            json,
+        } => {
+            if limit < 1 {
+                bail!("--limit must be at least 1");
+            }
+            let since_ts = since.map(|s| since_to_ts(&s)).transpose()?;
+            let filter = ReceiptFilter {
+                tool,
+                principal,
+                decision,
+                since_ts,
+                limit,
+            };
+            let receipts = store.list_receipts(&filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&receipts)?);
+            } else {
+                println!(
+                    "{:<36} {:<27} {:<10} {:<20} {:<13} {:<8} {:>9}",
+                    "ID", "TIME", "PRINCIPAL", "TOOL", "DECISION", "OUTCOME", "MS"
+                );
+                for r in &receipts {
+                    let tool = match r.receipt.version {
+                        Some(v) => format!("{}@v{v}", r.receipt.tool),
+                        None => r.receipt.tool.clone(),
+                    };
+                    println!(
+                        "{:<36} {:<27} {:<10} {:<20} {:<13} {:<8} {:>9.1}",
+                        r.receipt.id,
+                        r.receipt.ts,
+                        r.receipt.principal.as_deref().unwrap_or("-"),
+                        tool,
+                        r.receipt.decision.as_str(),
+                        r.receipt.outcome.as_str(),
+                        r.receipt.duration_us as f64 / 1000.0
+                    );
+                }
+            }
+        }
+        ReceiptsCmd::Show { id, json } => {
+            let Some(r) = store.get_receipt(&id).await? else {
+                bail!("no receipt with id `{id}`; `tollgate receipts list` shows recent ones");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_receipt(&r);
+            }
+        }
+        ReceiptsCmd::Verify => {
+            let report = store.verify_chain().await?;
+            match report.first_bad {
+                None => println!(
+                    "ok: {} receipt(s) checked; the chain is intact",
+                    report.checked
+                ),
+                Some(bad) => {
+                    println!("BROKEN: receipt #{} ({}): {}", bad.seq, bad.id, bad.problem);
+                    println!("{} receipt(s) before it are intact", report.checked);
+                    return Ok(EXIT_FAILED);
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn since_to_ts(text: &str) -> anyhow::Result<String> {
+    let d = humantime::parse_duration(text)
+        .with_context(|| format!("--since `{text}` is not a duration; write e.g. 30m, 1h or 7d"))?;
+    let d = chrono::Duration::from_std(d).context("--since is too large")?;
+    let cutoff = chrono::Utc::now()
+        .checked_sub_signed(d)
+        .context("--since is too large")?;
+    Ok(cutoff.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}
+
+fn print_receipt(r: &Receipt) {
+    let n = &r.receipt;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("receipt   {} (#{})", n.id, r.seq);
+    println!("time      {}", n.ts);
+    println!(
+        "principal {} (roles: {}; auth: {})",
+        opt(&n.principal),
+        n.roles.join(", "),
+        n.auth
+    );
+    println!(
+        "transport {}{}",
+        n.transport,
+        n.session
+            .as_ref()
+            .map(|s| format!(" session {s}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "tool      {} v{} (spec {})",
+        n.tool,
+        n.version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into()),
+        opt(&n.spec_hash)
+    );
+    println!("arguments {}", n.args);
+    println!("decision  {}", n.decision.as_str());
+    println!("reason    {}", opt(&n.reason));
+    println!("outcome   {}", n.outcome.as_str());
+    println!("duration  {:.3} ms", n.duration_us as f64 / 1000.0);
+    println!(
+        "cost      {}",
+        n.cost_usd
+            .map(|c| format!("${c}"))
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("result    sha256 {}", opt(&n.result_digest));
+    println!("excerpt   {}", opt(&n.result_excerpt));
+    println!("prev_hash {}", r.prev_hash);
+    println!("hash      {}", r.hash);
+}

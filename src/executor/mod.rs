@@ -1,0 +1,224 @@
+//! How a tool runs: one file per kind, this module only dispatches.
+//!
+//! A tool spec's `run:` field is a [`RunSpec`], an externally tagged enum, so
+//! the YAML names the kind once (`run: { command: {..} }`). When a tool
+//! version loads, [`RunSpec::compile`] checks everything that can be checked
+//! without running (templates, unknown placeholders, methods, URLs, limits)
+//! and reports *all* problems as [`SpecIssue`]s. The result, a
+//! [`CompiledRun`], is what the pipeline calls with validated arguments.
+//!
+//! Adding a kind means one new file with a `…Spec` (config), its `compile`
+//! and a `Compiled…` with `run`, plus one variant in each enum here.
+//!
+//! **Architecture Invariant:** executors know nothing about MCP or rmcp. They
+//! return [`ExecOutput`] (the tool ran, perhaps reporting a failure) or
+//! [`ExecError`] (it could not run, or ran out of time); the pipeline maps
+//! both to protocol results.
+
+pub mod command;
+pub mod http;
+pub mod static_;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::spec::issue::SpecIssue;
+
+/// The `run:` section of a tool spec.
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RunSpec {
+    /// Run a program directly (never through a shell).
+    Command(command::CommandSpec),
+    /// Make one HTTP request.
+    Http(http::HttpSpec),
+    /// Return a fixed result, optionally filled in from the arguments.
+    Static(static_::StaticSpec),
+}
+
+/// What compilation may consult: built once per load, shared by all tools.
+#[derive(Debug, Clone)]
+pub struct CompileContext {
+    /// Top-level property names of the tool's input schema; a placeholder
+    /// naming anything else is a spec error.
+    pub properties: BTreeSet<String>,
+    /// The shared HTTP client (one connection pool for every `http` tool).
+    pub http: reqwest::Client,
+}
+
+impl RunSpec {
+    /// Check the spec and prepare it to run. Reports every problem found.
+    pub fn compile(&self, ctx: &CompileContext) -> Result<CompiledRun, Vec<SpecIssue>> {
+        match self {
+            RunSpec::Command(spec) => spec.compile(ctx).map(CompiledRun::Command),
+            RunSpec::Http(spec) => spec.compile(ctx).map(CompiledRun::Http),
+            RunSpec::Static(spec) => spec.compile(ctx).map(CompiledRun::Static),
+        }
+    }
+}
+
+/// A checked, ready-to-run `run:` section.
+#[derive(Debug, Clone)]
+pub enum CompiledRun {
+    Command(command::CompiledCommand),
+    Http(http::CompiledHttp),
+    Static(static_::CompiledStatic),
+}
+
+impl CompiledRun {
+    /// Run once with the call's validated arguments, within `timeout`.
+    pub async fn run(
+        &self,
+        args: &Map<String, Value>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, ExecError> {
+        match self {
+            CompiledRun::Command(c) => c.run(args, timeout).await,
+            CompiledRun::Http(c) => c.run(args, timeout).await,
+            CompiledRun::Static(c) => Ok(c.run(args)),
+        }
+    }
+
+    /// The kind's name as written in specs (`command`, `http`, `static`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CompiledRun::Command(_) => "command",
+            CompiledRun::Http(_) => "http",
+            CompiledRun::Static(_) => "static",
+        }
+    }
+}
+
+/// What a tool produced. `is_error` marks a tool-level failure (non-zero
+/// exit, non-2xx status): the tool ran and the caller should see why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecOutput {
+    pub text: String,
+    pub structured: Option<Value>,
+    pub is_error: bool,
+}
+
+impl ExecOutput {
+    /// A successful plain-text result.
+    pub fn text(text: impl Into<String>) -> Self {
+        ExecOutput {
+            text: text.into(),
+            structured: None,
+            is_error: false,
+        }
+    }
+
+    /// A tool-level failure with an explanation.
+    pub fn error(text: impl Into<String>) -> Self {
+        ExecOutput {
+            text: text.into(),
+            structured: None,
+            is_error: true,
+        }
+    }
+}
+
+/// The tool could not run at all, or did not finish in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("the tool did not finish within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// What failed and why, ready to show to the caller.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The HTTP client for `http` tools: rustls, at most 5 redirects and only
+/// to http/https (never a downgrade from https), and a `tollgate/<version>`
+/// user agent so upstream logs can tell who called.
+///
+/// Timeouts are applied per call, not here, since each tool has its own.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().last().map(|u| u.scheme().to_owned());
+        let to = attempt.url().scheme();
+        let allowed = match (from.as_deref(), to) {
+            (_, "https") => true,
+            (Some("https"), "http") => false,
+            (_, "http") => true,
+            _ => false,
+        };
+        if !allowed {
+            let msg = format!("refusing to follow a redirect to a `{to}` URL");
+            attempt.error(msg)
+        } else if attempt.previous().len() > 5 {
+            attempt.error("too many redirects (more than 5)")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .redirect(policy)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub fn ctx(properties: &[&str]) -> CompileContext {
+        CompileContext {
+            properties: properties.iter().map(|s| s.to_string()).collect(),
+            http: http_client().expect("test HTTP client"),
+        }
+    }
+
+    pub fn args(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("test args must be an object"),
+        }
+    }
+
+    /// Deserialize a `run:` section from YAML, as the spec loader would.
+    pub fn run_spec(yaml: &str) -> RunSpec {
+        serde_norway::from_str(yaml).expect("test YAML parses")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn run_spec_is_externally_tagged_and_strict() {
+        let spec = run_spec("static: { text: hi }");
+        assert!(matches!(spec, RunSpec::Static(_)));
+        let err = serde_norway::from_str::<RunSpec>("static: { txt: hi }").unwrap_err();
+        assert!(err.to_string().contains("unknown field `txt`"), "{err}");
+        let err = serde_norway::from_str::<RunSpec>("shell: { cmd: ls }").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `shell`"), "{err}");
+    }
+
+    #[test]
+    fn schema_describes_fields() {
+        let schema = serde_json::to_string(&schemars::schema_for!(RunSpec)).unwrap();
+        assert!(schema.contains("max_output_bytes"));
+        assert!(schema.contains("additionalProperties"));
+    }
+
+    #[tokio::test]
+    async fn dispatches_to_the_kind() {
+        let compiled = run_spec("static: { text: 'hi {{ args.name }}' }")
+            .compile(&ctx(&["name"]))
+            .unwrap();
+        assert_eq!(compiled.kind(), "static");
+        let out = compiled
+            .run(
+                &args(serde_json::json!({"name": "ann"})),
+                Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(out, Ok(ExecOutput::text("hi ann")));
+    }
+}

@@ -1,0 +1,33 @@
+//! tollgate: a Model Context Protocol server that exposes *governed* tools.
+//!
+//! Every `tools/call` flows through one pipeline and ends in exactly one
+//! hash-chained receipt that is committed before the reply leaves:
+//!
+//! ```text
+//! authenticate → resolve → validate → authorize → limit → execute → record
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: layered settings (flags > env > file > defaults).
+//! - [`spec`]: the tool-spec file format, loading, validation and hashing.
+//! - [`principals`]: who exists and which roles they hold.
+//! - [`template`]: the strict `{{ args.x }}` placeholder syntax used by executors.
+//! - [`executor`]: how a tool runs; one file per kind (`command`, `http`, `static`).
+//! - [`receipt`]: the receipt record and its canonical, hash-chained form.
+//! - [`store`]: SQLite: migrations, the tool-version registry, the receipt writer, queries.
+//! - [`pipeline`]: one governed call, one module per stage.
+//! - [`server`]: the MCP front end (stdio today) that feeds the pipeline.
+//! - [`catalog`]: the compiled, servable set of tools built at start-up.
+
+pub mod canonical;
+pub mod catalog;
+pub mod config;
+pub mod executor;
+pub mod pipeline;
+pub mod principals;
+pub mod receipt;
+pub mod server;
+pub mod spec;
+pub mod store;
+pub mod template;

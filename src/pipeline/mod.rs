@@ -1,0 +1,138 @@
+//! One governed call, one module per stage:
+//!
+//! ```text
+//! authenticate → resolve → validate → authorize → limit → execute → record
+//! ```
+//!
+//! [`Pipeline::call`] is the whole story. Every path out of it, refused or
+//! run, passes through `record`, so every call has exactly one receipt and
+//! the reply never leaves before that receipt is committed.
+
+mod authenticate;
+mod authorize;
+mod error;
+mod execute;
+mod limit;
+mod record;
+mod resolve;
+mod validate;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+pub use authenticate::{Identity, Principal, authenticate};
+pub use authorize::{Permit, authorize};
+pub use error::{CallError, Violation};
+pub use execute::{Executed, execute};
+pub use limit::Limiter;
+pub use record::{Draft, Origin};
+pub use resolve::resolve;
+pub use validate::{ValidArgs, validate};
+
+use crate::catalog::Catalog;
+use crate::executor::ExecOutput;
+use crate::principals::Principals;
+use crate::receipt::{Decision, Outcome};
+use crate::store::ReceiptWriter;
+
+/// A `tools/call` as any transport hands it over.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub tool: String,
+    pub arguments: Option<Map<String, Value>>,
+}
+
+/// What the transport sends back.
+#[derive(Debug)]
+pub struct CallReply {
+    /// Id of the committed receipt (`None` only when committing failed).
+    pub receipt_id: Option<String>,
+    pub body: Result<ExecOutput, CallError>,
+}
+
+/// Everything a call needs, shared by all transports and sessions.
+pub struct Pipeline {
+    pub catalog: Arc<Catalog>,
+    pub principals: Arc<Principals>,
+    pub limiter: Limiter,
+    pub writer: ReceiptWriter,
+    pub max_args_bytes: usize,
+}
+
+impl Pipeline {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        principals: Arc<Principals>,
+        writer: ReceiptWriter,
+        max_args_bytes: usize,
+    ) -> Pipeline {
+        Pipeline {
+            limiter: Limiter::new(&catalog),
+            catalog,
+            principals,
+            writer,
+            max_args_bytes,
+        }
+    }
+
+    /// Govern one call: run the stages, then record, then reply.
+    pub async fn call(&self, identity: &Identity, origin: Origin, req: CallRequest) -> CallReply {
+        let args = req.arguments.unwrap_or_default();
+        let raw = serde_json::to_string(&args).unwrap_or_default();
+        let stored_args = if raw.len() > self.max_args_bytes {
+            record::oversized_args(raw.len(), &raw)
+        } else {
+            Value::Object(args.clone())
+        };
+        let mut draft = Draft::start(origin, &req.tool, stored_args);
+        let governed = self.govern(identity, &req.tool, args, raw.len(), &mut draft).await;
+        let receipt = match &governed {
+            Ok((executed, permit_role)) => draft.finish(
+                Decision::Allowed,
+                Some(format!("allowed by role `{permit_role}`")),
+                executed.outcome,
+                Some(&executed.output),
+            ),
+            Err(refusal) => draft.finish(
+                refusal.decision(),
+                Some(refusal.to_string()),
+                Outcome::NotRun,
+                None,
+            ),
+        };
+        let receipt_id = receipt.id.clone();
+        match record::record(&self.writer, receipt).await {
+            Ok(_) => CallReply {
+                receipt_id: Some(receipt_id),
+                body: governed.map(|(executed, _)| executed.output),
+            },
+            Err(why) => CallReply {
+                receipt_id: None,
+                body: Err(CallError::ReceiptUnavailable(why)),
+            },
+        }
+    }
+
+    /// The stages up to execution. Any `Err` is a refusal to be receipted.
+    async fn govern(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        args: Map<String, Value>,
+        size: usize,
+        draft: &mut Draft,
+    ) -> Result<(Executed, String), CallError> {
+        let principal = authenticate(&self.principals, identity)?;
+        draft.principal(&principal);
+        let tool = resolve(&self.catalog, tool)?;
+        draft.tool(&tool);
+        let args = validate(&tool, args, size, self.max_args_bytes)?;
+        let permit = authorize(&principal, &tool)?;
+        // Limits run after authorization, so denied calls spend no tokens.
+        self.limiter.check(&principal, &tool)?;
+        let granted_by = permit.granted_by.clone();
+        draft.charge(&tool);
+        Ok((execute(&tool, &args, permit).await, granted_by))
+    }
+}

@@ -1,0 +1,137 @@
+//! Stage 7: write the receipt, and only then let the reply go.
+//!
+//! A [`Draft`] is started when the call arrives and filled in as stages pass,
+//! so that a call refused at any stage still has everything known about it
+//! recorded. [`record`] hands it to the receipt writer and waits for the
+//! commit of *this* receipt's batch.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::Principal;
+use crate::canonical;
+use crate::catalog::CompiledTool;
+use crate::executor::ExecOutput;
+use crate::receipt::{Decision, NewReceipt, Outcome, now_ts};
+use crate::store::{Committed, ReceiptWriter};
+
+/// Longest result excerpt kept in a receipt, in characters.
+pub const EXCERPT_CHARS: usize = 512;
+
+/// Where the call came from, as the transport saw it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub transport: String,
+    pub session: Option<String>,
+}
+
+/// A receipt being assembled while the call moves through the stages.
+#[derive(Debug)]
+pub struct Draft {
+    pub id: String,
+    ts: String,
+    started: Instant,
+    origin: Origin,
+    tool: String,
+    args: Value,
+    principal: Option<(String, Vec<String>, String)>,
+    version: Option<(i64, String)>,
+    cost_usd: Option<f64>,
+}
+
+impl Draft {
+    /// Start a receipt for a call to `tool` with `args` as received.
+    pub fn start(origin: Origin, tool: &str, args: Value) -> Draft {
+        Draft {
+            id: uuid::Uuid::now_v7().to_string(),
+            ts: now_ts(),
+            started: Instant::now(),
+            origin,
+            tool: tool.to_string(),
+            args,
+            principal: None,
+            version: None,
+            cost_usd: None,
+        }
+    }
+
+    pub fn principal(&mut self, p: &Principal) {
+        self.principal = Some((p.name().into(), p.roles().to_vec(), p.auth().into()));
+    }
+
+    pub fn tool(&mut self, t: &CompiledTool) {
+        self.version = Some((t.version, t.hash.clone()));
+    }
+
+    pub fn charge(&mut self, t: &CompiledTool) {
+        self.cost_usd = t.spec.cost.as_ref().map(|c| c.usd);
+    }
+
+    /// Finish the receipt with the decision and, if the tool ran, its output.
+    pub fn finish(
+        self,
+        decision: Decision,
+        reason: Option<String>,
+        outcome: Outcome,
+        output: Option<&ExecOutput>,
+    ) -> NewReceipt {
+        let (principal, roles, auth) = match self.principal {
+            Some((n, r, a)) => (Some(n), r, a),
+            None => (None, Vec::new(), self.origin.transport.clone()),
+        };
+        let (version, spec_hash) = match self.version {
+            Some((v, h)) => (Some(v), Some(h)),
+            None => (None, None),
+        };
+        NewReceipt {
+            id: self.id,
+            ts: self.ts,
+            principal,
+            roles,
+            auth,
+            transport: self.origin.transport,
+            session: self.origin.session,
+            tool: self.tool,
+            version,
+            spec_hash,
+            args: self.args,
+            decision,
+            reason,
+            outcome,
+            result_digest: output.map(digest),
+            result_excerpt: output.map(|o| excerpt(&o.text)),
+            duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            cost_usd: if outcome == Outcome::NotRun { None } else { self.cost_usd },
+        }
+    }
+}
+
+/// Commit `receipt` through the writer; the caller replies only after this.
+pub async fn record(writer: &ReceiptWriter, receipt: NewReceipt) -> Result<Committed, String> {
+    writer.commit(receipt).await.map_err(|e| e.to_string())
+}
+
+/// SHA-256 over the canonical form of everything the client is sent.
+fn digest(output: &ExecOutput) -> String {
+    canonical::digest(&json!({
+        "text": output.text,
+        "structured": output.structured,
+        "is_error": output.is_error,
+    }))
+}
+
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// The stand-in stored for arguments too large to keep in a receipt.
+pub fn oversized_args(size: usize, raw: &str) -> Value {
+    json!({
+        "_tollgate_omitted": format!("{size} bytes of arguments, over the limit"),
+        "sha256": canonical::sha256_hex(raw.as_bytes()),
+    })
+}

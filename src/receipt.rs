@@ -1,0 +1,528 @@
+//! The receipt record and its canonical, hash-chained form.
+//!
+//! Every governed call ends in exactly one receipt. Receipts form a hash chain
+//! so that an auditor holding only the database can tell whether any receipt
+//! was edited, deleted, inserted or reordered after it was written.
+//!
+//! # The audit contract
+//!
+//! For the receipt with sequence number `n`:
+//!
+//! ```text
+//! hash(n)      = sha256_hex( prev_hash(n) + "\n" + canonical_json(content(n)) )
+//! prev_hash(n) = hash(n - 1), and 64 "0" characters for the first receipt
+//! ```
+//!
+//! `sha256_hex` is lower-case hex. `content` is a JSON object with exactly these
+//! keys, one per [`NewReceipt`] field (`seq`, `prev_hash` and `hash` are *not*
+//! part of it):
+//!
+//! | key              | JSON type                                         |
+//! |------------------|---------------------------------------------------|
+//! | `args`           | the call arguments, any JSON value                 |
+//! | `auth`           | string                                             |
+//! | `cost_usd`       | number or null                                     |
+//! | `decision`       | string, e.g. `"allowed"` (see [`Decision`])        |
+//! | `duration_us`    | integer                                            |
+//! | `id`             | string (UUIDv7)                                    |
+//! | `outcome`        | string, e.g. `"ok"` (see [`Outcome`])              |
+//! | `principal`      | string or null                                     |
+//! | `reason`         | string or null                                     |
+//! | `result_digest`  | string or null                                     |
+//! | `result_excerpt` | string or null                                     |
+//! | `roles`          | array of strings                                   |
+//! | `session`        | string or null                                     |
+//! | `spec_hash`      | string or null                                     |
+//! | `tool`           | string                                             |
+//! | `transport`      | string                                             |
+//! | `ts`             | string, RFC 3339 UTC with microseconds             |
+//! | `version`        | integer or null                                    |
+//!
+//! `canonical_json` is [`crate::canonical::to_string`]: object keys sorted by
+//! byte order at every depth, no whitespace, strings escaped as serde_json
+//! escapes them, numbers as serde_json prints them (shortest round-trip form
+//! for floats; a non-finite float becomes `null`).
+//!
+//! Because each hash covers the previous one, changing any byte of any receipt
+//! changes every later hash, and removing, inserting or swapping receipts breaks
+//! the `prev_hash` links. The only thing the chain alone cannot reveal is the
+//! removal of receipts from the very end; compare the last hash with one kept
+//! elsewhere for that.
+//!
+//! [`chain_hash`] is the one implementation of this formula; the writer and the
+//! verifier both call it (the verifier through a borrowed view of a stored row,
+//! so checking a million receipts does not allocate a million `NewReceipt`s).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of the first receipt in a database.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Defines a closed set of labels that are stored and hashed as strings.
+///
+/// One list per enum drives the variants, `as_str`, `FromStr`, `Display` and
+/// serde, so adding a variant is a one-line change that cannot drift.
+macro_rules! labels {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident as $kind:literal {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $text)] $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored (and hashed) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownLabel;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $text => Ok($name::$variant), )+
+                    _ => Err(UnknownLabel {
+                        kind: $kind,
+                        given: s.to_owned(),
+                        valid: &[$($text),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// What the pipeline decided about a call, before (or instead of) running it.
+    pub enum Decision as "decision" {
+        /// Every check passed; the tool ran (see the outcome).
+        Allowed = "allowed",
+        /// Policy refused the caller.
+        Denied = "denied",
+        /// The caller exceeded a rate limit.
+        RateLimited = "rate_limited",
+        /// The arguments did not match the tool's input schema.
+        Invalid = "invalid",
+        /// No tool by that name is served.
+        UnknownTool = "unknown_tool",
+    }
+}
+
+labels! {
+    /// What happened when the tool ran.
+    pub enum Outcome as "outcome" {
+        /// The tool ran and succeeded.
+        Ok = "ok",
+        /// The tool ran and failed.
+        Error = "error",
+        /// The tool ran out of time and was stopped.
+        Timeout = "timeout",
+        /// The tool never ran (the decision was not `allowed`).
+        NotRun = "not_run",
+    }
+}
+
+/// A string that is not one of a label set's values, e.g. `--decision alowed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {given:?}; expected one of: {}", valid.join(", "))]
+pub struct UnknownLabel {
+    /// Which label set, e.g. "decision".
+    pub kind: &'static str,
+    /// What was given.
+    pub given: String,
+    /// The accepted spellings.
+    pub valid: &'static [&'static str],
+}
+
+/// A receipt as the pipeline hands it to the writer: everything except its
+/// place in the chain, which only the writer can know.
+///
+/// Every field here is covered by the hash (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewReceipt {
+    /// UUIDv7, assigned at call start so logs can name the call before it ends.
+    pub id: String,
+    /// When the call started; see [`now_ts`].
+    pub ts: String,
+    /// The authenticated caller, if any.
+    pub principal: Option<String>,
+    /// The caller's roles at the time of the call (roles change; receipts don't).
+    pub roles: Vec<String>,
+    /// How the caller authenticated: "stdio", "cli", "api_key:<id>", "jwt:<iss>|<sub>".
+    pub auth: String,
+    /// "stdio", "cli" or "http".
+    pub transport: String,
+    /// The MCP session, when the transport has one.
+    pub session: Option<String>,
+    /// The tool name as requested (it may not exist: see [`Decision::UnknownTool`]).
+    pub tool: String,
+    /// The tool version that served the call, if the tool resolved.
+    pub version: Option<i64>,
+    /// The hash of that version's spec, so the receipt stands on its own.
+    pub spec_hash: Option<String>,
+    /// The arguments as received.
+    pub args: serde_json::Value,
+    pub decision: Decision,
+    /// Why the decision went the way it did, in words.
+    pub reason: Option<String>,
+    pub outcome: Outcome,
+    /// SHA-256 of the full result, so a result kept elsewhere can be matched.
+    pub result_digest: Option<String>,
+    /// The start of the result, for humans reading the log.
+    pub result_excerpt: Option<String>,
+    /// Wall time of the whole call, in microseconds.
+    pub duration_us: i64,
+    /// What the call cost, when the tool reports it.
+    pub cost_usd: Option<f64>,
+}
+
+/// A receipt as stored: its content plus its place in the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Position in the chain, 1-based and gap-free.
+    pub seq: i64,
+    /// The hashed part, flattened into the same JSON object when serialized.
+    #[serde(flatten)]
+    pub content: NewReceipt,
+    /// The previous receipt's `hash` ([`GENESIS_HASH`] for the first).
+    pub prev_hash: String,
+    /// `chain_hash(prev_hash, content)`.
+    pub hash: String,
+}
+
+/// The current time as a receipt timestamp: RFC 3339, UTC, microseconds,
+/// e.g. `2026-11-21T22:56:13.123456Z`.
+///
+/// A fixed width means timestamps sort correctly as strings, which the
+/// `since` filter relies on.
+pub fn now_ts() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// The hash of receipt `r` when it follows a receipt whose hash is `prev_hash`.
+///
+/// This is the audit contract described in the module docs.
+pub fn chain_hash(prev_hash: &str, r: &NewReceipt) -> String {
+    let (args, roles) = (canonical_args(r), canonical_roles(r));
+    let mut scratch = Vec::with_capacity(512);
+    let hex = ContentView::of(r, &args, &roles).chain_hash(prev_hash, &mut scratch);
+    // Hex digits are ASCII, so nothing is lost here.
+    String::from_utf8_lossy(&hex).into_owned()
+}
+
+/// `r.args` as canonical JSON: the form that is both stored and hashed.
+pub(crate) fn canonical_args(r: &NewReceipt) -> String {
+    crate::canonical::to_string(&r.args)
+}
+
+/// `r.roles` as canonical JSON (a plain array of strings).
+pub(crate) fn canonical_roles(r: &NewReceipt) -> String {
+    let mut out = Vec::with_capacity(16 * r.roles.len() + 2);
+    write_json(&mut out, &r.roles);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A borrowed view of a receipt's content, as the database stores it.
+///
+/// `args` and `roles` are already canonical JSON text: the writer stores them
+/// that way, so the verifier can splice them in without re-parsing (which is
+/// both slow and, for floats, not guaranteed to round-trip bit-for-bit).
+/// `decision` and `outcome` are plain strings so that a tampered, unknown
+/// label shows up as a hash mismatch rather than a parse error.
+pub(crate) struct ContentView<'a> {
+    pub args: &'a str,
+    pub auth: &'a str,
+    pub cost_usd: Option<f64>,
+    pub decision: &'a str,
+    pub duration_us: i64,
+    pub id: &'a str,
+    pub outcome: &'a str,
+    pub principal: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub result_digest: Option<&'a str>,
+    pub result_excerpt: Option<&'a str>,
+    pub roles: &'a str,
+    pub session: Option<&'a str>,
+    pub spec_hash: Option<&'a str>,
+    pub tool: &'a str,
+    pub transport: &'a str,
+    pub ts: &'a str,
+    pub version: Option<i64>,
+}
+
+impl<'a> ContentView<'a> {
+    /// A view of `r`, given its canonical `args` and `roles` text
+    /// ([`canonical_args`], [`canonical_roles`]).
+    pub(crate) fn of(r: &'a NewReceipt, args: &'a str, roles: &'a str) -> Self {
+        ContentView {
+            args,
+            auth: &r.auth,
+            cost_usd: r.cost_usd,
+            decision: r.decision.as_str(),
+            duration_us: r.duration_us,
+            id: &r.id,
+            outcome: r.outcome.as_str(),
+            principal: r.principal.as_deref(),
+            reason: r.reason.as_deref(),
+            result_digest: r.result_digest.as_deref(),
+            result_excerpt: r.result_excerpt.as_deref(),
+            roles,
+            session: r.session.as_deref(),
+            spec_hash: r.spec_hash.as_deref(),
+            tool: &r.tool,
+            transport: &r.transport,
+            ts: &r.ts,
+            version: r.version,
+        }
+    }
+
+    /// The lower-case hex chain hash, using `scratch` as a reusable buffer.
+    pub(crate) fn chain_hash(&self, prev_hash: &str, scratch: &mut Vec<u8>) -> [u8; 64] {
+        scratch.clear();
+        self.write_canonical(scratch);
+        let mut hasher = Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(&scratch[..]);
+        let digest = hasher.finalize();
+        let mut hex = [0u8; 64];
+        // The buffer is exactly twice the digest length, so this cannot fail.
+        let _ = hex::encode_to_slice(digest, &mut hex);
+        hex
+    }
+
+    /// Canonical JSON of the content object. Keys are written in sorted order
+    /// by hand; a test checks this against `canonical::to_string`.
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"args\":");
+        out.extend_from_slice(self.args.as_bytes());
+        out.extend_from_slice(b",\"auth\":");
+        write_str(out, self.auth);
+        out.extend_from_slice(b",\"cost_usd\":");
+        match self.cost_usd {
+            Some(c) => write_json(out, &c),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"decision\":");
+        write_str(out, self.decision);
+        out.extend_from_slice(b",\"duration_us\":");
+        write_json(out, &self.duration_us);
+        out.extend_from_slice(b",\"id\":");
+        write_str(out, self.id);
+        out.extend_from_slice(b",\"outcome\":");
+        write_str(out, self.outcome);
+        out.extend_from_slice(b",\"principal\":");
+        write_opt_str(out, self.principal);
+        out.extend_from_slice(b",\"reason\":");
+        write_opt_str(out, self.reason);
+        out.extend_from_slice(b",\"result_digest\":");
+        write_opt_str(out, self.result_digest);
+        out.extend_from_slice(b",\"result_excerpt\":");
+        write_opt_str(out, self.result_excerpt);
+        out.extend_from_slice(b",\"roles\":");
+        out.extend_from_slice(self.roles.as_bytes());
+        out.extend_from_slice(b",\"session\":");
+        write_opt_str(out, self.session);
+        out.extend_from_slice(b",\"spec_hash\":");
+        write_opt_str(out, self.spec_hash);
+        out.extend_from_slice(b",\"tool\":");
+        write_str(out, self.tool);
+        out.extend_from_slice(b",\"transport\":");
+        write_str(out, self.transport);
+        out.extend_from_slice(b",\"ts\":");
+        write_str(out, self.ts);
+        out.extend_from_slice(b",\"version\":");
+        match self.version {
+            Some(v) => write_json(out, &v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+    }
+}
+
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_json(out, s);
+}
+
+fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => write_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A receipt with every optional field set, for tests across the crate.
+    pub(crate) fn sample(id: &str) -> NewReceipt {
+        NewReceipt {
+            id: id.to_owned(),
+            ts: "2026-11-21T22:56:13.123456Z".to_owned(),
+            principal: Some("alice".to_owned()),
+            roles: vec!["ops".to_owned(), "dev\"s".to_owned()],
+            auth: "cli".to_owned(),
+            transport: "cli".to_owned(),
+            session: Some("s-1".to_owned()),
+            tool: "echo".to_owned(),
+            version: Some(3),
+            spec_hash: Some("ab".repeat(32)),
+            args: json!({"z": [1, 2.5, {"b": null, "a": "é\n"}], "a": 1e300}),
+            decision: Decision::Allowed,
+            reason: Some("role ops may call echo".to_owned()),
+            outcome: Outcome::Ok,
+            result_digest: Some("cd".repeat(32)),
+            result_excerpt: Some("hello\u{1}".to_owned()),
+            duration_us: 1234,
+            cost_usd: Some(0.0025),
+        }
+    }
+
+    /// The contract spelled out the slow, obvious way.
+    fn reference_hash(prev: &str, r: &NewReceipt) -> String {
+        let content = json!({
+            "id": r.id, "ts": r.ts, "principal": r.principal, "roles": r.roles,
+            "auth": r.auth, "transport": r.transport, "session": r.session,
+            "tool": r.tool, "version": r.version, "spec_hash": r.spec_hash,
+            "args": r.args, "decision": r.decision.as_str(), "reason": r.reason,
+            "outcome": r.outcome.as_str(), "result_digest": r.result_digest,
+            "result_excerpt": r.result_excerpt, "duration_us": r.duration_us,
+            "cost_usd": r.cost_usd,
+        });
+        let text = format!("{prev}\n{}", crate::canonical::to_string(&content));
+        crate::canonical::sha256_hex(text.as_bytes())
+    }
+
+    #[test]
+    fn chain_hash_matches_the_documented_contract() {
+        let full = sample("0190a5f0-0000-7000-8000-000000000001");
+        let bare = NewReceipt {
+            principal: None,
+            roles: vec![],
+            session: None,
+            version: None,
+            spec_hash: None,
+            args: json!(null),
+            decision: Decision::UnknownTool,
+            reason: None,
+            outcome: Outcome::NotRun,
+            result_digest: None,
+            result_excerpt: None,
+            cost_usd: None,
+            ..full.clone()
+        };
+        let odd_cost = NewReceipt {
+            cost_usd: Some(1.0),
+            ..full.clone()
+        };
+        for r in [&full, &bare, &odd_cost] {
+            assert_eq!(chain_hash(GENESIS_HASH, r), reference_hash(GENESIS_HASH, r));
+        }
+    }
+
+    #[test]
+    fn every_field_is_covered() {
+        let base = sample("0190a5f0-0000-7000-8000-000000000001");
+        let h = chain_hash(GENESIS_HASH, &base);
+        let mut edits: Vec<NewReceipt> = Vec::new();
+        let mut e = |f: &dyn Fn(&mut NewReceipt)| {
+            let mut r = base.clone();
+            f(&mut r);
+            edits.push(r);
+        };
+        e(&|r| r.id.push('x'));
+        e(&|r| r.ts.push('x'));
+        e(&|r| r.principal = None);
+        e(&|r| {
+            r.roles.pop();
+        });
+        e(&|r| r.auth.push('x'));
+        e(&|r| r.transport.push('x'));
+        e(&|r| r.session = None);
+        e(&|r| r.tool.push('x'));
+        e(&|r| r.version = Some(4));
+        e(&|r| r.spec_hash = None);
+        e(&|r| r.args = json!({}));
+        e(&|r| r.decision = Decision::Denied);
+        e(&|r| r.reason = None);
+        e(&|r| r.outcome = Outcome::Error);
+        e(&|r| r.result_digest = None);
+        e(&|r| r.result_excerpt = None);
+        e(&|r| r.duration_us += 1);
+        e(&|r| r.cost_usd = None);
+        for r in &edits {
+            assert_ne!(chain_hash(GENESIS_HASH, r), h, "{r:?}");
+        }
+        assert_ne!(chain_hash(&"1".repeat(64), &base), h);
+    }
+
+    #[test]
+    fn labels_round_trip_and_explain_mistakes() {
+        for d in Decision::ALL {
+            assert_eq!(d.as_str().parse::<Decision>(), Ok(*d));
+            assert_eq!(serde_json::to_value(d).unwrap(), json!(d.as_str()));
+        }
+        for o in Outcome::ALL {
+            assert_eq!(o.as_str().parse::<Outcome>(), Ok(*o));
+        }
+        let err = "alowed".parse::<Decision>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown decision \"alowed\"; expected one of: allowed, denied, rate_limited, invalid, unknown_tool"
+        );
+    }
+
+    #[test]
+    fn timestamps_have_fixed_width() {
+        let ts = now_ts();
+        assert_eq!(ts.len(), "2026-11-21T22:56:13.123456Z".len(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn receipt_json_is_flat() {
+        let r = Receipt {
+            seq: 1,
+            content: sample("x"),
+            prev_hash: GENESIS_HASH.to_owned(),
+            hash: "h".to_owned(),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["tool"], "echo");
+        assert_eq!(v["decision"], "allowed");
+        let back: Receipt = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,20 @@
+//! Tool specs: the YAML files under `tool-specs/` that define each tool.
+//!
+//! - [`model`]: the file format (also the source of `tollgate schema`).
+//! - [`load`]: reading a directory into parsed, hashed specs.
+//! - [`rate`]: rates (`10/minute`) and durations (`30s`).
+//! - [`issue`]: a problem in a spec, with file, field and hint.
+
+pub mod issue;
+pub mod load;
+pub mod model;
+pub mod rate;
+
+pub use issue::SpecIssue;
+pub use load::{LoadReport, LoadedSpec, load_dir};
+pub use model::ToolSpec;
+
+/// The JSON Schema of the spec format, for editors (`tollgate schema`).
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ToolSpec)).unwrap_or_default()
+}

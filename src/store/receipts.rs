@@ -1,0 +1,311 @@
+//! Reading receipts back: listing with filters, fetching one, and verifying
+//! the whole hash chain.
+
+use futures::TryStreamExt;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{Doing, Store, StoreError};
+use crate::receipt::{ContentView, GENESIS_HASH, NewReceipt, Receipt};
+
+/// Which receipts [`Store::list_receipts`] returns. Unset fields match everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReceiptFilter {
+    pub tool: Option<String>,
+    pub principal: Option<String>,
+    pub decision: Option<crate::receipt::Decision>,
+    /// Receipts with `ts >= since_ts` (same timestamp format; it sorts as text).
+    pub since_ts: Option<String>,
+    /// At most this many, newest first; zero or negative means no limit.
+    pub limit: i64,
+}
+
+/// The result of [`Store::verify_chain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Receipts that passed, in seq order, before `first_bad` (all of them if
+    /// the chain is intact).
+    pub checked: u64,
+    /// The last receipt that passed: keep its hash somewhere else to detect a
+    /// later truncation, which the chain alone cannot reveal.
+    pub last_good: Option<(i64, String)>,
+    /// Where the chain first breaks. Everything after it is suspect too.
+    pub first_bad: Option<BadReceipt>,
+}
+
+/// The first receipt that fails verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadReceipt {
+    pub seq: i64,
+    pub id: String,
+    /// What is wrong, in words.
+    pub problem: String,
+}
+
+/// Shortest accepted id prefix: long enough to be unique in practice (a
+/// UUIDv7 starts with 48 bits of milliseconds), short enough to type.
+const MIN_ID_PREFIX: usize = 8;
+
+/// Rows read per page while verifying. The stream is one consistent
+/// snapshot; this only bounds how much is buffered.
+const RECEIPT_COLUMNS: &str = "seq, id, ts, principal, roles, auth, transport, session, tool, \
+     version, spec_hash, args, decision, reason, outcome, result_digest, result_excerpt, \
+     duration_us, cost_usd, prev_hash, hash";
+
+impl Store {
+    /// Receipts matching `filter`, newest first.
+    pub async fn list_receipts(&self, filter: &ReceiptFilter) -> Result<Vec<Receipt>, StoreError> {
+        const ACTION: &str = "list receipts";
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {RECEIPT_COLUMNS} FROM receipts"));
+        let mut clause = " WHERE ";
+        let mut and = |q: &mut QueryBuilder<Sqlite>, sql: &str| {
+            q.push(clause).push(sql);
+            clause = " AND ";
+        };
+        if let Some(tool) = &filter.tool {
+            and(&mut q, "tool = ");
+            q.push_bind(tool.as_str());
+        }
+        if let Some(principal) = &filter.principal {
+            and(&mut q, "principal = ");
+            q.push_bind(principal.as_str());
+        }
+        if let Some(decision) = filter.decision {
+            and(&mut q, "decision = ");
+            q.push_bind(decision.as_str());
+        }
+        if let Some(since) = &filter.since_ts {
+            and(&mut q, "ts >= ");
+            q.push_bind(since.as_str());
+        }
+        q.push(" ORDER BY seq DESC");
+        if filter.limit > 0 {
+            q.push(" LIMIT ").push_bind(filter.limit);
+        }
+        let rows = q.build().fetch_all(&self.pool).await.doing(ACTION)?;
+        rows.iter().map(|row| receipt_from_row(row, ACTION)).collect()
+    }
+
+    /// The receipt with this id, or with this unique id prefix (at least 8
+    /// characters, as people copy them from `tollgate receipts list`).
+    pub async fn get_receipt(&self, id: &str) -> Result<Option<Receipt>, StoreError> {
+        const ACTION: &str = "read the receipt";
+        if id.chars().count() < MIN_ID_PREFIX {
+            return Err(StoreError::ReceiptIdTooShort {
+                given: id.to_owned(),
+            });
+        }
+        // A range on the unique index, rather than LIKE (which is
+        // case-insensitive and would need escaping). Ids are ASCII, so every id
+        // starting with `id` sorts below `id` followed by the largest character.
+        let upper = format!("{id}\u{10FFFF}");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id >= ? AND id < ? ORDER BY id LIMIT 2"
+        )))
+        .bind(id)
+        .bind(upper)
+        .fetch_all(&self.pool)
+        .await
+        .doing(ACTION)?;
+        match rows.as_slice() {
+            [] => Ok(None),
+            [row] => receipt_from_row(row, ACTION).map(Some),
+            [first, ..] => {
+                // A full id that is also a prefix of another cannot happen with
+                // UUIDs, but prefer the exact match if it does.
+                let exact: Option<&str> = first.try_get("id").ok();
+                if exact == Some(id) {
+                    receipt_from_row(first, ACTION).map(Some)
+                } else {
+                    Err(StoreError::AmbiguousReceiptId {
+                        prefix: id.to_owned(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Recompute every receipt's hash, in seq order, and check each link.
+    ///
+    /// Reads one consistent snapshot (receipts appended meanwhile are not
+    /// checked) and stops at the first problem.
+    pub async fn verify_chain(&self) -> Result<VerifyReport, StoreError> {
+        const ACTION: &str = "verify receipts";
+        let mut conn = self.pool.acquire().await.doing(ACTION)?;
+        let sql = "SELECT seq, id, ts, principal, roles, auth, transport, session, tool, \
+                   version, spec_hash, args, decision, reason, outcome, result_digest, \
+                   result_excerpt, duration_us, cost_usd, prev_hash, hash \
+                   FROM receipts ORDER BY seq";
+        let mut rows = sqlx::query(sql).fetch(&mut *conn);
+
+        let mut report = VerifyReport {
+            checked: 0,
+            last_good: None,
+            first_bad: None,
+        };
+        // The previous receipt's hash; reused, so the loop does not allocate.
+        let mut prev = String::from(GENESIS_HASH);
+        let mut last_seq = None;
+        let mut scratch = Vec::with_capacity(1024);
+        while let Some(row) = rows.try_next().await.doing(ACTION)? {
+            let seq: i64 = row.try_get(0).doing(ACTION)?;
+            match check_row(&row, &prev, &mut scratch) {
+                Ok(hash) => {
+                    prev.clear();
+                    prev.push_str(hash);
+                    last_seq = Some(seq);
+                    report.checked += 1;
+                }
+                Err(problem) => {
+                    let problem = if last_seq.is_none() && problem == Problem::Link {
+                        "prev_hash is not the chain's starting value, so receipts before it \
+                         were deleted"
+                            .to_owned()
+                    } else {
+                        problem.to_string()
+                    };
+                    report.first_bad = Some(BadReceipt {
+                        seq,
+                        id: row.try_get::<String, _>(1).unwrap_or_default(),
+                        problem,
+                    });
+                    break;
+                }
+            }
+        }
+        report.last_good = last_seq.map(|seq| (seq, prev));
+        Ok(report)
+    }
+}
+
+/// Why a receipt failed verification.
+#[derive(Debug, PartialEq, Eq)]
+enum Problem {
+    Link,
+    Edited { stored: String, recomputed: String },
+    Unreadable { column: &'static str },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Link => f.write_str(
+                "prev_hash does not match the previous receipt's hash (a receipt before it \
+                 was deleted, inserted or reordered)",
+            ),
+            Problem::Edited { stored, recomputed } => write!(
+                f,
+                "content was edited (stored hash {stored}, recomputed {recomputed})"
+            ),
+            Problem::Unreadable { column } => {
+                write!(f, "its {column} column holds a value tollgate never writes")
+            }
+        }
+    }
+}
+
+/// Check one row against the previous hash; on success return its hash.
+///
+/// The link is checked first, so a deletion is reported at the receipt after
+/// the gap rather than as an edit.
+fn check_row<'r>(
+    row: &'r SqliteRow,
+    prev: &str,
+    scratch: &mut Vec<u8>,
+) -> Result<&'r str, Problem> {
+    fn col<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(
+        row: &'r SqliteRow,
+        i: usize,
+        column: &'static str,
+    ) -> Result<T, Problem> {
+        row.try_get(i).map_err(|_| Problem::Unreadable { column })
+    }
+    let prev_hash: &str = col(row, 19, "prev_hash")?;
+    let hash: &str = col(row, 20, "hash")?;
+    if prev_hash != prev {
+        return Err(Problem::Link);
+    }
+    let view = ContentView {
+        id: col(row, 1, "id")?,
+        ts: col(row, 2, "ts")?,
+        principal: col(row, 3, "principal")?,
+        roles: col(row, 4, "roles")?,
+        auth: col(row, 5, "auth")?,
+        transport: col(row, 6, "transport")?,
+        session: col(row, 7, "session")?,
+        tool: col(row, 8, "tool")?,
+        version: col(row, 9, "version")?,
+        spec_hash: col(row, 10, "spec_hash")?,
+        args: col(row, 11, "args")?,
+        decision: col(row, 12, "decision")?,
+        reason: col(row, 13, "reason")?,
+        outcome: col(row, 14, "outcome")?,
+        result_digest: col(row, 15, "result_digest")?,
+        result_excerpt: col(row, 16, "result_excerpt")?,
+        duration_us: col(row, 17, "duration_us")?,
+        cost_usd: col(row, 18, "cost_usd")?,
+    };
+    let recomputed = view.chain_hash(prev_hash, scratch);
+    if recomputed != hash.as_bytes() {
+        return Err(Problem::Edited {
+            stored: hash.to_owned(),
+            recomputed: String::from_utf8_lossy(&recomputed).into_owned(),
+        });
+    }
+    Ok(hash)
+}
+
+/// Decode a full receipt row (the `RECEIPT_COLUMNS` order).
+fn receipt_from_row(row: &SqliteRow, action: &'static str) -> Result<Receipt, StoreError> {
+    let seq: i64 = row.try_get("seq").doing(action)?;
+    let corrupt = |field: &'static str, problem: String| StoreError::Corrupt {
+        seq,
+        field,
+        problem,
+    };
+    let text = |field: &'static str| -> Result<String, StoreError> {
+        row.try_get(field).map_err(|e| corrupt(field, e.to_string()))
+    };
+    let opt_text = |field: &'static str| -> Result<Option<String>, StoreError> {
+        row.try_get(field).map_err(|e| corrupt(field, e.to_string()))
+    };
+    let roles = serde_json::from_str(&text("roles")?).map_err(|e| corrupt("roles", e.to_string()))?;
+    let args = serde_json::from_str(&text("args")?).map_err(|e| corrupt("args", e.to_string()))?;
+    let decision = text("decision")?
+        .parse()
+        .map_err(|e: crate::receipt::UnknownLabel| corrupt("decision", e.to_string()))?;
+    let outcome = text("outcome")?
+        .parse()
+        .map_err(|e: crate::receipt::UnknownLabel| corrupt("outcome", e.to_string()))?;
+    Ok(Receipt {
+        seq,
+        content: NewReceipt {
+            id: text("id")?,
+            ts: text("ts")?,
+            principal: opt_text("principal")?,
+            roles,
+            auth: text("auth")?,
+            transport: text("transport")?,
+            session: opt_text("session")?,
+            tool: text("tool")?,
+            version: row
+                .try_get("version")
+                .map_err(|e| corrupt("version", e.to_string()))?,
+            spec_hash: opt_text("spec_hash")?,
+            args,
+            decision,
+            reason: opt_text("reason")?,
+            outcome,
+            result_digest: opt_text("result_digest")?,
+            result_excerpt: opt_text("result_excerpt")?,
+            duration_us: row
+                .try_get("duration_us")
+                .map_err(|e| corrupt("duration_us", e.to_string()))?,
+            cost_usd: row
+                .try_get("cost_usd")
+                .map_err(|e| corrupt("cost_usd", e.to_string()))?,
+        },
+        prev_hash: text("prev_hash")?,
+        hash: text("hash")?,
+    })
+}

@@ -1,0 +1,229 @@
+//! Test harness: a temporary tollgate installation (specs, principals, db)
+//! driven through the real binary and rmcp's real client over stdio.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Map, Value};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+pub const PRINCIPALS: &str = "\
+roles:
+  admin: operators
+  support: support agents
+  viewer: read only
+principals:
+  alice: { roles: [admin, support] }
+  bob: { roles: [support] }
+  carol: { roles: [viewer] }
+";
+
+pub const ECHO: &str = "\
+name: echo
+description: Echo the message.
+input_schema:
+  type: object
+  properties:
+    message: { type: string }
+  required: [message]
+  additionalProperties: false
+allow: [admin, support, viewer]
+run:
+  static:
+    text: \"{{ args.message }}\"
+";
+
+pub type Client = RunningService<RoleClient, ()>;
+
+/// A scratch directory holding specs, principals and a database.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Principals as above, the `echo` spec, and an empty database.
+    pub fn new() -> Fixture {
+        let f = Fixture::empty();
+        f.write_spec("echo", ECHO);
+        f
+    }
+
+    /// Principals only, no specs.
+    pub fn empty() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("specs")).expect("mkdir specs");
+        std::fs::write(dir.path().join("principals.yaml"), PRINCIPALS).expect("principals");
+        Fixture { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("tollgate.db")
+    }
+
+    pub fn write_spec(&self, name: &str, yaml: &str) {
+        std::fs::write(self.path(&format!("specs/{name}.yaml")), yaml).expect("write spec");
+    }
+
+    /// A `tollgate` command with --db/--specs/--principals pointing here,
+    /// run in the fixture directory with a clean TOLLGATE_* environment.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        self.prepare(&mut cmd);
+        cmd.args(args);
+        cmd
+    }
+
+    fn prepare(&self, cmd: &mut std::process::Command) {
+        cmd.current_dir(self.dir.path())
+            .env_remove("TOLLGATE_CONFIG")
+            .env_remove("TOLLGATE_PRINCIPAL")
+            .env("TOLLGATE_DB", self.db())
+            .env("TOLLGATE_SPECS", self.path("specs"))
+            .env("TOLLGATE_PRINCIPALS", self.path("principals.yaml"));
+    }
+
+    /// Run `tollgate ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run tollgate")
+    }
+
+    /// Start `tollgate serve --principal P` and connect rmcp's client to it.
+    pub async fn client(&self, principal: &str) -> Client {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        self.prepare(&mut cmd);
+        cmd.args(["serve", "--principal", principal]);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.stderr(std::process::Stdio::null());
+        let transport = TokioChildProcess::new(cmd).expect("spawn tollgate serve");
+        ().serve(transport).await.expect("MCP handshake with tollgate")
+    }
+
+    /// All receipts in chain order, as JSON objects keyed by column name.
+    pub async fn receipts(&self) -> Vec<Value> {
+        let pool = self.pool().await;
+        let rows = sqlx::query(
+            "SELECT seq, id, principal, roles, auth, transport, session, tool, version, spec_hash, \
+             args, decision, reason, outcome, result_digest, result_excerpt, duration_us, cost_usd, \
+             prev_hash, hash FROM receipts ORDER BY seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("query receipts");
+        rows.iter()
+            .map(|r| {
+                serde_json::json!({
+                    "seq": r.get::<i64, _>("seq"),
+                    "id": r.get::<String, _>("id"),
+                    "principal": r.get::<Option<String>, _>("principal"),
+                    "roles": r.get::<String, _>("roles"),
+                    "auth": r.get::<String, _>("auth"),
+                    "transport": r.get::<String, _>("transport"),
+                    "session": r.get::<Option<String>, _>("session"),
+                    "tool": r.get::<String, _>("tool"),
+                    "version": r.get::<Option<i64>, _>("version"),
+                    "spec_hash": r.get::<Option<String>, _>("spec_hash"),
+                    "args": r.get::<String, _>("args"),
+                    "decision": r.get::<String, _>("decision"),
+                    "reason": r.get::<Option<String>, _>("reason"),
+                    "outcome": r.get::<String, _>("outcome"),
+                    "result_digest": r.get::<Option<String>, _>("result_digest"),
+                    "result_excerpt": r.get::<Option<String>, _>("result_excerpt"),
+                    "duration_us": r.get::<i64, _>("duration_us"),
+                    "cost_usd": r.get::<Option<f64>, _>("cost_usd"),
+                    "prev_hash": r.get::<String, _>("prev_hash"),
+                    "hash": r.get::<String, _>("hash"),
+                })
+            })
+            .collect()
+    }
+
+    /// The receipt with `id`.
+    pub async fn receipt(&self, id: &str) -> Value {
+        self.receipts()
+            .await
+            .into_iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no receipt {id}"))
+    }
+
+    /// A direct connection to the database file, as an auditor (or attacker) would have.
+    pub async fn pool(&self) -> sqlx::SqlitePool {
+        let opts = SqliteConnectOptions::new().filename(self.db());
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .expect("open db")
+    }
+}
+
+/// `tools/call` NAME with ARGS (a JSON object).
+pub async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
+    client
+        .call_tool(call_params(name, args))
+        .await
+        .expect("tools/call transport")
+}
+
+pub fn call_params(name: &str, args: Value) -> CallToolRequestParams {
+    let map: Map<String, Value> = match args {
+        Value::Object(m) => m,
+        _ => panic!("args must be an object"),
+    };
+    CallToolRequestParams::new(name.to_string()).with_arguments(map)
+}
+
+/// The text of a result's first content block.
+pub fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default()
+}
+
+/// The receipt id carried in a result's `_meta`.
+pub fn receipt_id(result: &CallToolResult) -> String {
+    result
+        .meta
+        .as_ref()
+        .and_then(|m| m.0.get("tollgate/receipt_id"))
+        .and_then(|v| v.as_str())
+        .expect("result _meta carries tollgate/receipt_id")
+        .to_string()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Start an HTTP server on 127.0.0.1 with `app`; returns its base URL.
+pub async fn http_server(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
