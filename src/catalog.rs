@@ -66,10 +66,8 @@ impl Catalog {
     ) -> Result<Catalog, CatalogError> {
         let (loaded, compiled) = check_dir(specs_dir, Some(principals), http)?;
         let active = store.sync_specs(&spec_files(&loaded)).await?;
-        let mut by_hash: BTreeMap<String, CompiledTool> = compiled
-            .into_iter()
-            .map(|t| (t.hash.clone(), t))
-            .collect();
+        let mut by_hash: BTreeMap<String, CompiledTool> =
+            compiled.into_iter().map(|t| (t.hash.clone(), t)).collect();
         let mut tools = BTreeMap::new();
         let mut issues = Vec::new();
         for (state, version) in active {
@@ -216,8 +214,14 @@ pub fn compile(
         for (i, role) in spec.allow.iter().enumerate() {
             if !principals.has_role(role) {
                 issues.push(
-                    SpecIssue::at(format!("allow[{i}]"), format!("role `{role}` is not declared in the principals file"))
-                        .hint(format!("declared roles: {}", principals.roles().collect::<Vec<_>>().join(", "))),
+                    SpecIssue::at(
+                        format!("allow[{i}]"),
+                        format!("role `{role}` is not declared in the principals file"),
+                    )
+                    .hint(format!(
+                        "declared roles: {}",
+                        principals.roles().collect::<Vec<_>>().join(", ")
+                    )),
                 );
             }
         }
@@ -234,7 +238,10 @@ pub fn compile(
         "rate_limit.per_principal.rate",
         limits.and_then(|l| l.per_principal.as_ref()),
     );
-    let global = quota_at("rate_limit.global.rate", limits.and_then(|l| l.global.as_ref()));
+    let global = quota_at(
+        "rate_limit.global.rate",
+        limits.and_then(|l| l.global.as_ref()),
+    );
     let timeout = match &spec.timeout {
         None => DEFAULT_TIMEOUT,
         Some(t) => rate::timeout(t).unwrap_or_else(|m| {
@@ -251,7 +258,11 @@ pub fn compile(
         properties: property_names(&spec.input_schema),
         http: http.clone(),
     };
-    let run = spec.run.compile(&ctx).map_err(|errs| issues.extend(errs)).ok();
+    let run = spec
+        .run
+        .compile(&ctx)
+        .map_err(|errs| issues.extend(errs))
+        .ok();
     match (validator, run) {
         (Some(validator), Some(run)) if issues.is_empty() => Ok(CompiledTool {
             version: 0,
@@ -296,8 +307,11 @@ fn compile_schema(
         Err(e) => {
             let at = e.instance_path().to_string();
             issues.push(
-                SpecIssue::at(format!("{field}{}", pointer_suffix(&at)), format!("invalid JSON Schema: {e}"))
-                    .hint("see https://json-schema.org/understanding-json-schema/ (draft 2020-12)"),
+                SpecIssue::at(
+                    format!("{field}{}", pointer_suffix(&at)),
+                    format!("invalid JSON Schema: {e}"),
+                )
+                .hint("see https://json-schema.org/understanding-json-schema/ (draft 2020-12)"),
             );
             None
         }

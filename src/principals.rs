@@ -20,7 +20,9 @@ use serde::Deserialize;
 /// An error reading or validating the principals file.
 #[derive(Debug, thiserror::Error)]
 pub enum PrincipalsError {
-    #[error("cannot read principals file {path}: {source}\n  hint: create it (see principals.yaml in the repository) or point --principals / TOLLGATE_PRINCIPALS at one")]
+    #[error(
+        "cannot read principals file {path}: {source}\n  hint: create it (see principals.yaml in the repository) or point --principals / TOLLGATE_PRINCIPALS at one"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,

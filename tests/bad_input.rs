@@ -28,12 +28,18 @@ fn expect_rejected(yaml: &str, needles: &[&str]) {
 
 #[test]
 fn unknown_field_is_rejected() {
-    expect_rejected(&BASE.replace("allow:", "alow:"), &["unknown field `alow`", "hint:"]);
+    expect_rejected(
+        &BASE.replace("allow:", "alow:"),
+        &["unknown field `alow`", "hint:"],
+    );
 }
 
 #[test]
 fn unknown_nested_field_names_its_path() {
-    expect_rejected(&BASE.replace("text:", "txet:"), &["field `run.static`", "unknown field `txet`"]);
+    expect_rejected(
+        &BASE.replace("text:", "txet:"),
+        &["field `run.static.txet`: unknown field `txet`, expected `text` or `json` at line 10"],
+    );
 }
 
 #[test]
@@ -42,7 +48,10 @@ fn bad_input_schema_is_rejected() {
         &BASE.replace("msg: {type: string}", "msg: {type: strng}"),
         &["field `input_schema", "invalid JSON Schema"],
     );
-    expect_rejected(&BASE.replace("type: object", "type: array"), &["field `input_schema`", "type: object"]);
+    expect_rejected(
+        &BASE.replace("type: object", "type: array"),
+        &["field `input_schema`", "type: object"],
+    );
 }
 
 #[test]
@@ -55,23 +64,40 @@ fn unknown_placeholder_is_rejected() {
 
 #[test]
 fn duplicate_tool_name_is_rejected() {
-    expect_rejected(&BASE.replace("name: t", "name: echo"), &["field `name`", "tool name `echo` is already defined in"]);
+    expect_rejected(
+        &BASE.replace("name: t", "name: echo"),
+        &["field `name`", "tool name `echo` is already defined in"],
+    );
 }
 
 #[test]
 fn undeclared_role_is_rejected() {
-    expect_rejected(&BASE.replace("allow: [admin]", "allow: [admni]"), &["field `allow[0]`", "role `admni` is not declared"]);
+    expect_rejected(
+        &BASE.replace("allow: [admin]", "allow: [admni]"),
+        &["field `allow[0]`", "role `admni` is not declared"],
+    );
 }
 
 #[test]
 fn bad_rate_and_timeout_are_rejected() {
-    let yaml = format!("{BASE}rate_limit:\n  per_principal: {{rate: 10/fortnight}}\ntimeout: soon\n");
-    expect_rejected(&yaml, &["rate_limit.per_principal.rate", "`fortnight` is not a unit", "field `timeout`"]);
+    let yaml =
+        format!("{BASE}rate_limit:\n  per_principal: {{rate: 10/fortnight}}\ntimeout: soon\n");
+    expect_rejected(
+        &yaml,
+        &[
+            "rate_limit.per_principal.rate",
+            "`fortnight` is not a unit",
+            "field `timeout`",
+        ],
+    );
 }
 
 #[test]
 fn command_whose_program_is_a_placeholder_is_rejected() {
-    let yaml = BASE.replace("static:\n    text: \"{{ args.msg }}\"", "command:\n    argv: [\"{{ args.msg }}\"]");
+    let yaml = BASE.replace(
+        "static:\n    text: \"{{ args.msg }}\"",
+        "command:\n    argv: [\"{{ args.msg }}\"]",
+    );
     expect_rejected(&yaml, &["run.command.argv[0]"]);
 }
 
@@ -84,10 +110,18 @@ fn invalid_yaml_is_rejected_with_its_location() {
 fn every_problem_is_reported_in_one_run() {
     let f = Fixture::new();
     f.write_spec("bad1", &BASE.replace("allow:", "alow:"));
-    f.write_spec("bad2", &BASE.replace("name: t", "name: t2").replace("args.msg", "args.nope"));
+    f.write_spec(
+        "bad2",
+        &BASE
+            .replace("name: t", "name: t2")
+            .replace("args.msg", "args.nope"),
+    );
     let out = f.run(&["check"]);
     let err = stderr(&out);
-    assert!(err.contains("bad1.yaml") && err.contains("bad2.yaml"), "{err}");
+    assert!(
+        err.contains("bad1.yaml") && err.contains("bad2.yaml"),
+        "{err}"
+    );
     assert!(err.contains("2 problem(s) found"), "{err}");
 }
 
@@ -106,20 +140,40 @@ fn unknown_or_missing_principal_stops_serve() {
     let f = Fixture::new();
     let out = f.run(&["serve", "--principal", "mallory"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown principal `mallory`"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("alice, bob, carol"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown principal `mallory`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("alice, bob, carol"),
+        "{}",
+        stderr(&out)
+    );
     let out = f.run(&["serve"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no principal given: pass --principal NAME"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no principal given: pass --principal NAME"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn bad_principals_file_is_rejected() {
     let f = Fixture::new();
-    std::fs::write(f.path("principals.yaml"), "roles: {a: x}\nprincipals:\n  z: {roles: [b]}\n").unwrap();
+    std::fs::write(
+        f.path("principals.yaml"),
+        "roles: {a: x}\nprincipals:\n  z: {roles: [b]}\n",
+    )
+    .unwrap();
     let out = f.run(&["serve", "--principal", "z"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("role `b` is not declared"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("role `b` is not declared"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -129,17 +183,36 @@ fn symlink_out_of_the_spec_directory_is_rejected() {
     std::os::unix::fs::symlink(f.path("outside.yaml"), f.path("specs/link.yaml")).unwrap();
     let out = f.run(&["check"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("outside the spec directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("outside the spec directory"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn bad_cli_input_gets_a_clear_error() {
     let f = Fixture::new();
-    let out = f.run(&["call", "echo", "--principal", "alice", "--args", "{not json"]);
+    let out = f.run(&[
+        "call",
+        "echo",
+        "--principal",
+        "alice",
+        "--args",
+        "{not json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--args is not valid JSON"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--args is not valid JSON"),
+        "{}",
+        stderr(&out)
+    );
     let out = f.run(&["call", "echo", "--principal", "alice", "--args", "[1,2]"]);
-    assert!(stderr(&out).contains("--args must be a JSON object"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--args must be a JSON object"),
+        "{}",
+        stderr(&out)
+    );
     let out = f.run(&["receipts", "list", "--decision", "maybe"]);
     assert_eq!(out.status.code(), Some(2), "clap usage error");
     assert!(stderr(&out).contains("maybe"), "{}", stderr(&out));
@@ -147,5 +220,9 @@ fn bad_cli_input_gets_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let out = f.run(&["--config", "/nonexistent/tollgate.yaml", "check"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot read config file /nonexistent/tollgate.yaml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read config file /nonexistent/tollgate.yaml"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -8,29 +8,74 @@ use serde_json::Value;
 #[test]
 fn call_prints_result_and_receipt_and_receipts_can_be_queried() {
     let f = Fixture::new();
-    let out = f.run(&["call", "echo", "--principal", "bob", "--args", r#"{"message":"hi"}"#]);
+    let out = f.run(&[
+        "call",
+        "echo",
+        "--principal",
+        "bob",
+        "--args",
+        r#"{"message":"hi"}"#,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "hi\n");
-    let id = stderr(&out).lines().find_map(|l| l.strip_prefix("receipt: ")).unwrap().to_string();
+    let id = stderr(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("receipt: "))
+        .unwrap()
+        .to_string();
 
-    let out = f.run(&["call", "echo", "--principal", "bob", "--json", "--args", r#"{"message":7}"#]);
+    let out = f.run(&[
+        "call",
+        "echo",
+        "--principal",
+        "bob",
+        "--json",
+        "--args",
+        r#"{"message":7}"#,
+    ]);
     assert_eq!(out.status.code(), Some(1), "invalid call exits 1");
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["is_error"], true);
 
-    let shown: Value = serde_json::from_str(&stdout(&f.run(&["receipts", "show", &id, "--json"]))).unwrap();
+    let shown: Value =
+        serde_json::from_str(&stdout(&f.run(&["receipts", "show", &id, "--json"]))).unwrap();
     assert_eq!(shown["id"], id.as_str());
     assert_eq!(shown["transport"], "cli");
     assert_eq!(shown["principal"], "bob");
     let short = stdout(&f.run(&["receipts", "show", &id[..13]]));
     assert!(short.contains(&id), "{short}");
 
-    let list: Vec<Value> = serde_json::from_str(&stdout(&f.run(&["receipts", "list", "--json", "--decision", "invalid"]))).unwrap();
+    let list: Vec<Value> = serde_json::from_str(&stdout(&f.run(&[
+        "receipts",
+        "list",
+        "--json",
+        "--decision",
+        "invalid",
+    ])))
+    .unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["decision"], "invalid");
-    let list: Vec<Value> = serde_json::from_str(&stdout(&f.run(&["receipts", "list", "--json", "--principal", "bob", "--since", "1h", "--tool", "echo"]))).unwrap();
+    let list: Vec<Value> = serde_json::from_str(&stdout(&f.run(&[
+        "receipts",
+        "list",
+        "--json",
+        "--principal",
+        "bob",
+        "--since",
+        "1h",
+        "--tool",
+        "echo",
+    ])))
+    .unwrap();
     assert_eq!(list.len(), 2);
-    let list: Vec<Value> = serde_json::from_str(&stdout(&f.run(&["receipts", "list", "--json", "--principal", "alice"]))).unwrap();
+    let list: Vec<Value> = serde_json::from_str(&stdout(&f.run(&[
+        "receipts",
+        "list",
+        "--json",
+        "--principal",
+        "alice",
+    ])))
+    .unwrap();
     assert!(list.is_empty());
     let out = f.run(&["receipts", "show", "00000000-nope"]);
     assert_eq!(out.status.code(), Some(1));
@@ -43,22 +88,40 @@ fn schema_is_json_schema_of_the_spec_format() {
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["title"], "ToolSpec");
     assert!(v["properties"]["run"].is_object());
-    assert!(v["required"].as_array().unwrap().iter().any(|r| r == "input_schema"));
+    assert!(
+        v["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "input_schema")
+    );
 }
 
 #[test]
 fn every_command_has_help_with_an_example() {
     let f = Fixture::new();
     for cmd in [
-        vec!["serve"], vec!["check"], vec!["schema"], vec!["call"], vec!["tools", "list"],
-        vec!["tools", "history"], vec!["tools", "diff"], vec!["tools", "rollback"], vec!["tools", "unpin"],
-        vec!["receipts", "list"], vec!["receipts", "show"], vec!["receipts", "verify"],
+        vec!["serve"],
+        vec!["check"],
+        vec!["schema"],
+        vec!["call"],
+        vec!["tools", "list"],
+        vec!["tools", "history"],
+        vec!["tools", "diff"],
+        vec!["tools", "rollback"],
+        vec!["tools", "unpin"],
+        vec!["receipts", "list"],
+        vec!["receipts", "show"],
+        vec!["receipts", "verify"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");
         let out = f.run(&args);
         assert!(out.status.success(), "{cmd:?}");
-        assert!(stdout(&out).contains("Example"), "{cmd:?} --help has an example");
+        assert!(
+            stdout(&out).contains("Example"),
+            "{cmd:?} --help has an example"
+        );
     }
 }
 

@@ -38,7 +38,8 @@ impl Raw {
     fn recv(&mut self) -> Value {
         let mut line = String::new();
         self.out.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line:?}"))
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line:?}"))
     }
 
     fn initialize(&mut self) {
@@ -63,7 +64,8 @@ fn with_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(Duration::from_secs(20)).expect("server answered within 20 s")
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("server answered within 20 s")
 }
 
 #[test]
@@ -106,7 +108,10 @@ fn server_discover_opener_gets_an_answer_not_silence() {
         reply
     });
     assert_eq!(reply["id"], 1);
-    assert!(reply.get("result").is_some() || reply.get("error").is_some(), "{reply}");
+    assert!(
+        reply.get("result").is_some() || reply.get("error").is_some(),
+        "{reply}"
+    );
     drop(f);
 }
 

@@ -37,8 +37,10 @@ async fn every_call_in_a_concurrent_burst_has_exactly_one_receipt() {
     assert_eq!(ids.len(), 200, "every reply names its own receipt");
     let receipts = f.receipts().await;
     assert_eq!(receipts.len(), 200, "exactly one receipt per call");
-    let stored: std::collections::BTreeSet<String> =
-        receipts.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let stored: std::collections::BTreeSet<String> = receipts
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(stored, ids);
     for (i, r) in receipts.iter().enumerate() {
         assert_eq!(r["seq"], (i + 1) as i64, "seq is contiguous");
@@ -51,7 +53,10 @@ async fn every_call_in_a_concurrent_burst_has_exactly_one_receipt() {
     }
     let out = f.run(&["receipts", "verify"]);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert_eq!(stdout(&out).trim(), "ok: 200 receipt(s) checked; the chain is intact");
+    assert_eq!(
+        stdout(&out).trim(),
+        "ok: 200 receipt(s) checked; the chain is intact"
+    );
 }
 
 async fn chain_of(n: usize) -> Fixture {
@@ -62,23 +67,41 @@ async fn chain_of(n: usize) -> Fixture {
     }
     client.cancel().await.unwrap();
     let out = f.run(&["receipts", "verify"]);
-    assert!(out.status.success(), "fresh chain verifies: {}", stdout(&out));
+    assert!(
+        out.status.success(),
+        "fresh chain verifies: {}",
+        stdout(&out)
+    );
     f
 }
 
 async fn tamper(f: &Fixture, sql: &[&str]) {
     let pool = f.pool().await;
-    sqlx::query("DROP TRIGGER IF EXISTS receipts_no_update").execute(&pool).await.unwrap();
-    sqlx::query("DROP TRIGGER IF EXISTS receipts_no_delete").execute(&pool).await.unwrap();
+    sqlx::query("DROP TRIGGER IF EXISTS receipts_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DROP TRIGGER IF EXISTS receipts_no_delete")
+        .execute(&pool)
+        .await
+        .unwrap();
     for s in sql {
-        sqlx::query(sqlx::AssertSqlSafe(s.to_string())).execute(&pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
     pool.close().await;
 }
 
 fn broken_at(f: &Fixture) -> String {
     let out = f.run(&["receipts", "verify"]);
-    assert_eq!(out.status.code(), Some(1), "verify must fail: {}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "verify must fail: {}",
+        stdout(&out)
+    );
     stdout(&out)
 }
 
@@ -86,16 +109,24 @@ fn broken_at(f: &Fixture) -> String {
 async fn the_server_cannot_update_or_delete_receipts() {
     let f = chain_of(2).await;
     let pool = f.pool().await;
-    let upd = sqlx::query("UPDATE receipts SET decision = 'denied' WHERE seq = 1").execute(&pool).await;
+    let upd = sqlx::query("UPDATE receipts SET decision = 'denied' WHERE seq = 1")
+        .execute(&pool)
+        .await;
     assert!(upd.unwrap_err().to_string().contains("append-only"));
-    let del = sqlx::query("DELETE FROM receipts WHERE seq = 1").execute(&pool).await;
+    let del = sqlx::query("DELETE FROM receipts WHERE seq = 1")
+        .execute(&pool)
+        .await;
     assert!(del.unwrap_err().to_string().contains("append-only"));
 }
 
 #[tokio::test]
 async fn verify_catches_an_edited_row() {
     let f = chain_of(5).await;
-    tamper(&f, &[r#"UPDATE receipts SET args = '{"message":"forged"}' WHERE seq = 3"#]).await;
+    tamper(
+        &f,
+        &[r#"UPDATE receipts SET args = '{"message":"forged"}' WHERE seq = 3"#],
+    )
+    .await;
     let out = broken_at(&f);
     assert!(out.starts_with("BROKEN: receipt #3 "), "{out}");
     assert!(out.contains("edited"), "{out}");

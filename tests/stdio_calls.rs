@@ -90,11 +90,17 @@ async fn allowed_calls_run_command_and_http_tools_and_are_receipted() {
 
     let r = call(&client, "item", json!({"id": "a/b?c"})).await;
     assert_eq!(r.is_error, Some(false), "{}", text(&r));
-    assert_eq!(r.structured_content, Some(json!({"id": "a/b?c", "price": 42})));
+    assert_eq!(
+        r.structured_content,
+        Some(json!({"id": "a/b?c", "price": 42}))
+    );
     let rec = f.receipt(&receipt_id(&r)).await;
     assert_eq!(rec["outcome"], "ok");
     assert_eq!(rec["cost_usd"], 0.25);
-    assert_eq!(serde_json::from_str::<Value>(rec["args"].as_str().unwrap()).unwrap(), json!({"id": "a/b?c"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(rec["args"].as_str().unwrap()).unwrap(),
+        json!({"id": "a/b?c"})
+    );
     client.cancel().await.unwrap();
 }
 
@@ -128,8 +134,19 @@ async fn rate_limited_call_says_when_to_retry_and_is_receipted() {
     let r = call(&client, "limited", json!({})).await;
     assert_eq!(r.is_error, Some(true));
     let msg = text(&r);
-    assert!(msg.starts_with("rate limited: `limited` allows 2/minute (burst 2) (per principal); retry after "), "{msg}");
-    let ms: u64 = msg.rsplit("retry after ").next().unwrap().trim_end_matches(" ms").parse().unwrap();
+    assert!(
+        msg.starts_with(
+            "rate limited: `limited` allows 2/minute (burst 2) (per principal); retry after "
+        ),
+        "{msg}"
+    );
+    let ms: u64 = msg
+        .rsplit("retry after ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" ms")
+        .parse()
+        .unwrap();
     assert!((1..=30_000).contains(&ms), "retry after {ms} ms");
     let rec = f.receipt(&receipt_id(&r)).await;
     assert_eq!(rec["decision"], "rate_limited");
@@ -151,14 +168,24 @@ async fn invalid_arguments_list_each_violation_with_its_pointer() {
     assert_eq!(r.is_error, Some(true));
     let msg = text(&r);
     assert!(msg.starts_with("invalid arguments for `echo`:"), "{msg}");
-    assert!(msg.contains("at /message: 5 is not of type \"string\""), "{msg}");
-    assert!(msg.contains("at (root): Additional properties are not allowed ('extra' was unexpected)"), "{msg}");
+    assert!(
+        msg.contains("at /message: 5 is not of type \"string\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("at (root): Additional properties are not allowed ('extra' was unexpected)"),
+        "{msg}"
+    );
     let rec = f.receipt(&receipt_id(&r)).await;
     assert_eq!(rec["decision"], "invalid");
     assert_eq!(rec["outcome"], "not_run");
 
     let r = call(&client, "echo", json!({})).await;
-    assert!(text(&r).contains("\"message\" is a required property"), "{}", text(&r));
+    assert!(
+        text(&r).contains("\"message\" is a required property"),
+        "{}",
+        text(&r)
+    );
     client.cancel().await.unwrap();
 }
 
@@ -171,7 +198,10 @@ async fn unknown_tool_is_a_protocol_error_and_is_receipted() {
         .await
         .expect_err("unknown tool must be a JSON-RPC error");
     let msg = err.to_string();
-    assert!(msg.contains("unknown tool `no_such_tool`; available tools: echo"), "{msg}");
+    assert!(
+        msg.contains("unknown tool `no_such_tool`; available tools: echo"),
+        "{msg}"
+    );
     let receipts = f.receipts().await;
     assert_eq!(receipts.len(), 1);
     assert_eq!(receipts[0]["decision"], "unknown_tool");
@@ -188,11 +218,19 @@ async fn oversized_arguments_are_refused_and_not_stored() {
     let big = "x".repeat(5000);
     let r = call(&client, "echo", json!({"message": big})).await;
     assert_eq!(r.is_error, Some(true));
-    assert!(text(&r).starts_with("arguments for `echo` are 5014 bytes of JSON; the limit is 1000 bytes"), "{}", text(&r));
+    assert!(
+        text(&r)
+            .starts_with("arguments for `echo` are 5014 bytes of JSON; the limit is 1000 bytes"),
+        "{}",
+        text(&r)
+    );
     let rec = f.receipt(&receipt_id(&r)).await;
     assert_eq!(rec["decision"], "invalid");
     let args = rec["args"].as_str().unwrap();
-    assert!(!args.contains("xxxxxxxx"), "oversized args must not be stored: {args}");
+    assert!(
+        !args.contains("xxxxxxxx"),
+        "oversized args must not be stored: {args}"
+    );
     assert!(args.contains("sha256"));
     client.cancel().await.unwrap();
 }
@@ -202,10 +240,20 @@ async fn shell_metacharacters_arrive_as_one_literal_argv_element() {
     let f = Fixture::new();
     f.write_spec("args_echo", LIST);
     let client = f.client("alice").await;
-    for hostile in ["; rm -rf /", "$(id)", "`id` && echo pwned", "a\nb", "--help"] {
+    for hostile in [
+        "; rm -rf /",
+        "$(id)",
+        "`id` && echo pwned",
+        "a\nb",
+        "--help",
+    ] {
         let r = call(&client, "args_echo", json!({"word": hostile})).await;
         assert_eq!(r.is_error, Some(false));
-        assert_eq!(text(&r), format!("{hostile}\n"), "argument must be passed verbatim");
+        assert_eq!(
+            text(&r),
+            format!("{hostile}\n"),
+            "argument must be passed verbatim"
+        );
     }
     client.cancel().await.unwrap();
 }

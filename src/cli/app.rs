@@ -25,7 +25,7 @@ impl App {
     pub async fn start(settings: &Settings) -> anyhow::Result<App> {
         let principals = Principals::load(&settings.principals)?;
         let store = open_store(settings).await?;
-        let http = executor::http_client();
+        let http = http_client()?;
         let catalog = match Catalog::load(&settings.specs, &principals, &store, &http).await {
             Ok(c) => c,
             Err(CatalogError::Specs(issues)) => {
@@ -96,11 +96,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// are reported as a warning: the registry is then shown as last recorded.
 pub async fn sync_registry(settings: &Settings, store: &Store) -> anyhow::Result<()> {
     let principals = Principals::load(&settings.principals).ok();
-    match check_dir(
-        &settings.specs,
-        principals.as_ref(),
-        &executor::http_client(),
-    ) {
+    match check_dir(&settings.specs, principals.as_ref(), &http_client()?) {
         Ok((loaded, _)) => {
             store.sync_specs(&spec_files(&loaded)).await?;
         }
@@ -117,4 +113,9 @@ pub fn print_issues(issues: &[SpecIssue]) {
     for issue in issues {
         eprintln!("error: {issue}");
     }
+}
+
+/// The shared HTTP client for `http` tools.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    executor::http_client().context("cannot set up the HTTP client for http tools")
 }

@@ -1,10 +1,9 @@
 //! `tollgate check` and `tollgate schema`.
 
 use super::EXIT_FAILED;
-use super::app::print_issues;
+use super::app::{http_client, print_issues};
 use tollgate::catalog::{CatalogError, check_dir};
 use tollgate::config::Settings;
-use tollgate::executor;
 use tollgate::principals::Principals;
 
 pub fn check(settings: &Settings) -> anyhow::Result<u8> {
@@ -15,11 +14,7 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
             None
         }
     };
-    match check_dir(
-        &settings.specs,
-        principals.as_ref(),
-        &executor::http_client(),
-    ) {
+    match check_dir(&settings.specs, principals.as_ref(), &http_client()?) {
         Ok((loaded, compiled)) => {
             for (spec, tool) in loaded.iter().zip(&compiled) {
                 let who = if spec.spec.allow.is_empty() {

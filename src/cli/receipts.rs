@@ -81,19 +81,19 @@ pub async fn run(settings: &Settings, cmd: ReceiptsCmd) -> anyhow::Result<u8> {
                     "ID", "TIME", "PRINCIPAL", "TOOL", "DECISION", "OUTCOME", "MS"
                 );
                 for r in &receipts {
-                    let tool = match r.receipt.version {
-                        Some(v) => format!("{}@v{v}", r.receipt.tool),
-                        None => r.receipt.tool.clone(),
+                    let tool = match r.content.version {
+                        Some(v) => format!("{}@v{v}", r.content.tool),
+                        None => r.content.tool.clone(),
                     };
                     println!(
                         "{:<36} {:<27} {:<10} {:<20} {:<13} {:<8} {:>9.1}",
-                        r.receipt.id,
-                        r.receipt.ts,
-                        r.receipt.principal.as_deref().unwrap_or("-"),
+                        r.content.id,
+                        r.content.ts,
+                        r.content.principal.as_deref().unwrap_or("-"),
                         tool,
-                        r.receipt.decision.as_str(),
-                        r.receipt.outcome.as_str(),
-                        r.receipt.duration_us as f64 / 1000.0
+                        r.content.decision.as_str(),
+                        r.content.outcome.as_str(),
+                        r.content.duration_us as f64 / 1000.0
                     );
                 }
             }
@@ -137,7 +137,7 @@ fn since_to_ts(text: &str) -> anyhow::Result<String> {
 }
 
 fn print_receipt(r: &Receipt) {
-    let n = &r.receipt;
+    let n = &r.content;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!("receipt   {} (#{})", n.id, r.seq);
     println!("time      {}", n.ts);

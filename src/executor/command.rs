@@ -250,7 +250,11 @@ impl CompiledCommand {
         .await;
         // Kill whatever is left of the group: on timeout, the whole tree; on
         // success, stray background processes, so no call leaves anything
-        // running. (Errors mean the group is already gone.)
+        // running. (Errors mean the group is already gone.) On success the
+        // leader is already reaped, but Linux does not hand out a pid while
+        // it is still some group's id, so this cannot hit a stranger unless
+        // the group emptied and the pid was reused in between: a window of
+        // microseconds that we accept.
         if let Some(group) = group {
             let _ = killpg(group, Signal::SIGKILL);
         }

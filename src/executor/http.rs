@@ -322,7 +322,10 @@ impl CompiledHttp {
             }
             UrlTemplate::Parts { path, rest } => {
                 for p in path.placeholders() {
-                    let text = p.lookup(args).map(value_text).unwrap_or_default();
+                    // Absent values fail below, when rendering.
+                    let Some(text) = p.lookup(args).map(value_text) else {
+                        continue;
+                    };
                     if matches!(text.as_str(), "" | "." | "..") {
                         // Such values would silently change which resource is addressed.
                         return Err(Refusal::Tool(format!(
@@ -437,24 +440,24 @@ fn failure(e: &reqwest::Error, what: &str) -> ExecError {
         cause = Some(s.to_string());
         source = s.source();
     }
-    let doing = if e.is_connect() {
-        "could not connect for"
+    let stage = if e.is_connect() {
+        Some("could not connect")
     } else if e.is_redirect() {
-        "redirect failed for"
+        Some("redirect not followed")
     } else if e.is_body() || e.is_decode() {
-        "could not read the response to"
+        Some("could not read the response")
     } else {
-        "request failed:"
+        None
     };
-    let mut message = format!("{doing} {what}");
-    if let Some(cause) = cause {
+    let mut message = format!("{what} failed");
+    for part in stage.into_iter().map(str::to_owned).chain(cause) {
         // "Connection refused (os error 111)" → "Connection refused"
-        let cause = match cause.find(" (os error ") {
-            Some(i) => &cause[..i],
-            None => &cause,
+        let part = match part.find(" (os error ") {
+            Some(i) => &part[..i],
+            None => &part,
         };
         message.push_str(": ");
-        message.push_str(cause);
+        message.push_str(part);
     }
     ExecError::Failed(message)
 }
@@ -494,6 +497,14 @@ mod tests {
             .route("/items/{id}", get(item))
             .route("/echo", any(echo))
             .route("/text", get(|| async { "plain text" }))
+            .route(
+                "/loop",
+                get(|| async { axum::response::Redirect::temporary("/loop") }),
+            )
+            .route(
+                "/to-file",
+                get(|| async { axum::response::Redirect::temporary("file:///etc/passwd") }),
+            )
             .route(
                 "/missing",
                 get(|| async { (StatusCode::NOT_FOUND, "no such thing") }),
@@ -648,13 +659,31 @@ mod tests {
         let Err(ExecError::Failed(msg)) = call(&yaml, &[], json!({}), SEC).await else {
             panic!("expected failure")
         };
-        assert!(
-            msg.starts_with(&format!(
-                "could not connect for GET http://127.0.0.1:{port}/x"
-            )),
-            "{msg}"
+        let want =
+            format!("GET http://127.0.0.1:{port}/x failed: could not connect: Connection refused");
+        assert_eq!(msg, want);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_limited() {
+        let base = server().await;
+        let yaml = format!("http: {{ url: '{base}/loop' }}");
+        let out = call(&yaml, &[], json!({}), SEC).await;
+        let Err(ExecError::Failed(msg)) = out else {
+            panic!("expected failure, got {out:?}")
+        };
+        let want = format!(
+            "GET {base}/loop failed: redirect not followed: too many redirects (more than 5)"
         );
-        assert!(!msg.contains("secret"), "{msg}");
+        assert_eq!(msg, want);
+        // reqwest does not follow non-http(s) redirects at all; the 3xx comes back.
+        let yaml = format!("http: {{ url: '{base}/to-file' }}");
+        let out = call(&yaml, &[], json!({}), SEC).await.unwrap();
+        assert!(
+            out.is_error && out.text.starts_with("HTTP 307"),
+            "{}",
+            out.text
+        );
     }
 
     #[test]

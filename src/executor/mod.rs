@@ -27,7 +27,11 @@ use serde_json::{Map, Value};
 use crate::spec::issue::SpecIssue;
 
 /// The `run:` section of a tool spec.
-#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+///
+/// `Deserialize` is written by hand (below) so that the externally tagged
+/// form `run: { command: {..} }` reads the same from YAML and JSON: YAML
+/// libraries in the serde_yaml line expect `!command` tags for enums instead.
+#[derive(Debug, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RunSpec {
     /// Run a program directly (never through a shell).
@@ -36,6 +40,45 @@ pub enum RunSpec {
     Http(http::HttpSpec),
     /// Return a fixed result, optionally filled in from the arguments.
     Static(static_::StaticSpec),
+}
+
+impl<'de> serde::Deserialize<'de> for RunSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RunSpecVisitor)
+    }
+}
+
+struct RunSpecVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RunSpecVisitor {
+    type Value = RunSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map with exactly one of: command, http, static")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RunSpec, A::Error> {
+        use serde::de::Error;
+        const KINDS: &[&str] = &["command", "http", "static"];
+        const ONE_OF: &str = "`run` takes exactly one of: command, http, static";
+        // Keys are read as plain strings (not a derived enum) so that
+        // serde_path_to_error can name them in paths like `run.command.argv`.
+        let Some(kind) = map.next_key::<String>()? else {
+            return Err(A::Error::custom(format!("{ONE_OF}, but it is empty")));
+        };
+        let spec = match kind.as_str() {
+            "command" => RunSpec::Command(map.next_value()?),
+            "http" => RunSpec::Http(map.next_value()?),
+            "static" => RunSpec::Static(map.next_value()?),
+            other => return Err(A::Error::unknown_variant(other, KINDS)),
+        };
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(A::Error::custom(format!(
+                "{ONE_OF}, but it also has `{extra}`"
+            )));
+        }
+        Ok(spec)
+    }
 }
 
 /// What compilation may consult: built once per load, shared by all tools.
@@ -198,6 +241,18 @@ mod tests {
         assert!(err.to_string().contains("unknown field `txt`"), "{err}");
         let err = serde_norway::from_str::<RunSpec>("shell: { cmd: ls }").unwrap_err();
         assert!(err.to_string().contains("unknown variant `shell`"), "{err}");
+        let err =
+            serde_norway::from_str::<RunSpec>("{static: {text: a}, http: {url: x}}").unwrap_err();
+        assert!(err.to_string().contains("also has `http`"), "{err}");
+        let err = serde_norway::from_str::<RunSpec>("{}").unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        // The same shape from JSON (specs are also re-read from canonical JSON).
+        let json: RunSpec = serde_json::from_str(r#"{"command": {"argv": ["ls"]}}"#).unwrap();
+        assert!(matches!(json, RunSpec::Command(_)));
+        // serde_path_to_error (used by the spec loader) sees through to the field.
+        let de = serde_norway::Deserializer::from_str("command: { argv: [ls], bogus: 1 }");
+        let err = serde_path_to_error::deserialize::<_, RunSpec>(de).unwrap_err();
+        assert_eq!(err.path().to_string(), "command.bogus");
     }
 
     #[test]

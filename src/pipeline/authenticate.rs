@@ -59,9 +59,26 @@ mod tests {
     #[test]
     fn known_and_unknown_principals() {
         let p = Principals::parse("roles: {a: x}\nprincipals:\n  alice: {roles: [a]}\n").unwrap();
-        let ok = authenticate(&p, &Identity { principal: "alice".into(), auth: "stdio".into() }).unwrap();
+        let ok = authenticate(
+            &p,
+            &Identity {
+                principal: "alice".into(),
+                auth: "stdio".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(ok.roles(), ["a".to_string()]);
-        let err = authenticate(&p, &Identity { principal: "eve".into(), auth: "stdio".into() }).unwrap_err();
-        assert!(err.to_string().contains("`eve` is not in the principals file"));
+        let err = authenticate(
+            &p,
+            &Identity {
+                principal: "eve".into(),
+                auth: "stdio".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`eve` is not in the principals file")
+        );
     }
 }

@@ -74,7 +74,11 @@ fn render_violations(violations: &[Violation]) -> String {
     violations
         .iter()
         .map(|v| {
-            let at = if v.pointer.is_empty() { "(root)" } else { v.pointer.as_str() };
+            let at = if v.pointer.is_empty() {
+                "(root)"
+            } else {
+                v.pointer.as_str()
+            };
             format!("  - at {at}: {}", v.message)
         })
         .collect::<Vec<_>>()

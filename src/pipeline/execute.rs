@@ -31,7 +31,11 @@ pub async fn execute(tool: &CompiledTool, args: &ValidArgs, _permit: Permit) -> 
     };
     match result {
         Ok(output) => Executed {
-            outcome: if output.is_error { Outcome::Error } else { Outcome::Ok },
+            outcome: if output.is_error {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            },
             output,
         },
         Err(ExecError::Timeout(after)) => Executed {

@@ -35,11 +35,15 @@ impl Limiter {
                 };
                 let limits = ToolLimits {
                     per_principal: t.per_principal.map(|q| {
-                        let text = rates.and_then(|r| r.per_principal.as_ref()).map(|r| r.rate.as_str());
+                        let text = rates
+                            .and_then(|r| r.per_principal.as_ref())
+                            .map(|r| r.rate.as_str());
                         (RateLimiter::keyed(q), label(q, text))
                     }),
                     global: t.global.map(|q| {
-                        let text = rates.and_then(|r| r.global.as_ref()).map(|r| r.rate.as_str());
+                        let text = rates
+                            .and_then(|r| r.global.as_ref())
+                            .map(|r| r.rate.as_str());
                         (RateLimiter::direct(q), label(q, text))
                     }),
                 };
@@ -57,19 +61,21 @@ impl Limiter {
         let Some(limits) = self.tools.get(&tool.spec.name) else {
             return Ok(());
         };
-        let refuse = |scope: &'static str, limit: &str, wait: std::time::Duration| CallError::RateLimited {
-            tool: tool.spec.name.clone(),
-            scope,
-            limit: limit.to_string(),
-            retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
-        };
+        let refuse =
+            |scope: &'static str, limit: &str, wait: std::time::Duration| CallError::RateLimited {
+                tool: tool.spec.name.clone(),
+                scope,
+                limit: limit.to_string(),
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            };
         if let Some((lim, text)) = &limits.per_principal {
             lim.check_key(&principal.name().to_string())
                 .map_err(|nu| refuse("per principal", text, nu.wait_time_from(self.clock.now())))?;
         }
         if let Some((lim, text)) = &limits.global {
-            lim.check()
-                .map_err(|nu| refuse("for all callers", text, nu.wait_time_from(self.clock.now())))?;
+            lim.check().map_err(|nu| {
+                refuse("for all callers", text, nu.wait_time_from(self.clock.now()))
+            })?;
         }
         Ok(())
     }

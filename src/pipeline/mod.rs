@@ -86,7 +86,9 @@ impl Pipeline {
             Value::Object(args.clone())
         };
         let mut draft = Draft::start(origin, &req.tool, stored_args);
-        let governed = self.govern(identity, &req.tool, args, raw.len(), &mut draft).await;
+        let governed = self
+            .govern(identity, &req.tool, args, raw.len(), &mut draft)
+            .await;
         let receipt = match &governed {
             Ok((executed, permit_role)) => draft.finish(
                 Decision::Allowed,

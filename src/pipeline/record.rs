@@ -102,7 +102,11 @@ impl Draft {
             result_digest: output.map(digest),
             result_excerpt: output.map(|o| excerpt(&o.text)),
             duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
-            cost_usd: if outcome == Outcome::NotRun { None } else { self.cost_usd },
+            cost_usd: if outcome == Outcome::NotRun {
+                None
+            } else {
+                self.cost_usd
+            },
         }
     }
 }

@@ -24,7 +24,8 @@ pub fn to_mcp(reply: CallReply) -> Result<CallToolResult, ErrorData> {
             } else {
                 CallToolResult::success(vec![ContentBlock::text(output.text)])
             };
-            r.structured_content = output.structured;
+            // MCP's structuredContent is an object; other JSON stays in the text.
+            r.structured_content = output.structured.filter(|v| v.is_object());
             r
         }
         Err(err @ CallError::UnknownTool { .. }) => {

@@ -100,7 +100,14 @@ pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
     let spec: ToolSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
-        let message = e.into_inner().to_string();
+        let mut message = e.into_inner().to_string();
+        // serde_norway prefixes its own copy of the path; we print ours.
+        if let Some((prefix, rest)) = message.split_once(": ")
+            && !prefix.contains(' ')
+            && field.starts_with(prefix)
+        {
+            message = rest.to_string();
+        }
         let hint = serde_hint(&message);
         let issue = SpecIssue::at(field, message).in_file(file);
         match hint {
@@ -108,8 +115,8 @@ pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
             None => issue,
         }
     })?;
-    let value: serde_json::Value = serde_norway::from_str(text)
-        .map_err(|e| SpecIssue::at("", e.to_string()).in_file(file))?;
+    let value: serde_json::Value =
+        serde_norway::from_str(text).map_err(|e| SpecIssue::at("", e.to_string()).in_file(file))?;
     let canonical = canonical::to_string(&value);
     let hash = canonical::sha256_hex(canonical.as_bytes());
     Ok(LoadedSpec {
@@ -124,8 +131,10 @@ pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
 /// Rebuild a spec from its stored canonical JSON (a pinned older version).
 pub fn from_canonical(canonical: &str) -> Result<ToolSpec, String> {
     let mut de = serde_json::Deserializer::from_str(canonical);
-    serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| format!("field `{}`: {}", e.path(), e.into_inner()))
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        format!("field `{path}`: {}", e.into_inner())
+    })
 }
 
 fn serde_hint(message: &str) -> Option<String> {

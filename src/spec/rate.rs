@@ -76,11 +76,27 @@ mod tests {
 
     #[test]
     fn rejects_bad_rates() {
-        assert!(quota(&r("ten/minute", None)).unwrap_err().contains("whole number"));
-        assert!(quota(&r("10/fortnight", None)).unwrap_err().contains("not a unit"));
-        assert!(quota(&r("0/second", None)).unwrap_err().contains("at least 1"));
+        assert!(
+            quota(&r("ten/minute", None))
+                .unwrap_err()
+                .contains("whole number")
+        );
+        assert!(
+            quota(&r("10/fortnight", None))
+                .unwrap_err()
+                .contains("not a unit")
+        );
+        assert!(
+            quota(&r("0/second", None))
+                .unwrap_err()
+                .contains("at least 1")
+        );
         assert!(quota(&r("10", None)).unwrap_err().contains("not a rate"));
-        assert!(quota(&r("1/second", Some(0))).unwrap_err().contains("burst"));
+        assert!(
+            quota(&r("1/second", Some(0)))
+                .unwrap_err()
+                .contains("burst")
+        );
     }
 
     #[test]

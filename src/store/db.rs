@@ -132,7 +132,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope").join("t.db");
         let err = Store::open(&path).await.unwrap_err().to_string();
-        assert!(err.starts_with(&format!("cannot open database {}: ", path.display())), "{err}");
+        assert!(
+            err.starts_with(&format!("cannot open database {}: ", path.display())),
+            "{err}"
+        );
         assert!(err.contains("unable to open database file"), "{err}");
         assert!(err.contains("directory"), "{err}");
     }

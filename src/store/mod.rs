@@ -85,14 +85,18 @@ pub enum StoreError {
     #[error("two spec files define the tool {name}; each tool needs exactly one")]
     DuplicateSpec { name: String },
 
-    #[error("receipt id {given:?} is too short; give the full id or at least its first 8 characters")]
+    #[error(
+        "receipt id {given:?} is too short; give the full id or at least its first 8 characters"
+    )]
     ReceiptIdTooShort { given: String },
 
     #[error("receipt id prefix {prefix:?} matches more than one receipt; give more characters")]
     AmbiguousReceiptId { prefix: String },
 
     /// A stored value that tollgate did not write, e.g. an unknown decision.
-    #[error("receipt {seq} has an unreadable {field} ({problem}); `tollgate receipts verify` checks the whole log")]
+    #[error(
+        "receipt {seq} has an unreadable {field} ({problem}); `tollgate receipts verify` checks the whole log"
+    )]
     Corrupt {
         seq: i64,
         field: &'static str,

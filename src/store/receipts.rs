@@ -83,7 +83,9 @@ impl Store {
             q.push(" LIMIT ").push_bind(filter.limit);
         }
         let rows = q.build().fetch_all(&self.pool).await.doing(ACTION)?;
-        rows.iter().map(|row| receipt_from_row(row, ACTION)).collect()
+        rows.iter()
+            .map(|row| receipt_from_row(row, ACTION))
+            .collect()
     }
 
     /// The receipt with this id, or with this unique id prefix (at least 8
@@ -264,12 +266,15 @@ fn receipt_from_row(row: &SqliteRow, action: &'static str) -> Result<Receipt, St
         problem,
     };
     let text = |field: &'static str| -> Result<String, StoreError> {
-        row.try_get(field).map_err(|e| corrupt(field, e.to_string()))
+        row.try_get(field)
+            .map_err(|e| corrupt(field, e.to_string()))
     };
     let opt_text = |field: &'static str| -> Result<Option<String>, StoreError> {
-        row.try_get(field).map_err(|e| corrupt(field, e.to_string()))
+        row.try_get(field)
+            .map_err(|e| corrupt(field, e.to_string()))
     };
-    let roles = serde_json::from_str(&text("roles")?).map_err(|e| corrupt("roles", e.to_string()))?;
+    let roles =
+        serde_json::from_str(&text("roles")?).map_err(|e| corrupt("roles", e.to_string()))?;
     let args = serde_json::from_str(&text("args")?).map_err(|e| corrupt("args", e.to_string()))?;
     let decision = text("decision")?
         .parse()
@@ -308,4 +313,253 @@ fn receipt_from_row(row: &SqliteRow, action: &'static str) -> Result<Receipt, St
         prev_hash: text("prev_hash")?,
         hash: text("hash")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipt::{Decision, tests::sample};
+    use crate::store::ReceiptWriter;
+
+    /// A store holding `n` chained receipts with ids id(1)..=id(n).
+    async fn store_with(n: usize) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let (writer, handle) = ReceiptWriter::spawn(&store);
+        for i in 1..=n {
+            let mut r = sample(&id(i));
+            r.tool = if i % 2 == 0 { "even" } else { "odd" }.to_owned();
+            r.decision = if i % 3 == 0 {
+                Decision::Denied
+            } else {
+                Decision::Allowed
+            };
+            r.ts = format!("2026-11-21T22:56:{:02}.000000Z", i % 60);
+            writer.commit(r).await.unwrap();
+        }
+        handle.shutdown().await;
+        (dir, store)
+    }
+
+    fn id(i: usize) -> String {
+        format!("0190a5f0-0000-7000-8000-{i:012}")
+    }
+
+    async fn exec(store: &Store, sql: &'static str) {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+
+    async fn first_bad(store: &Store) -> BadReceipt {
+        store
+            .verify_chain()
+            .await
+            .unwrap()
+            .first_bad
+            .expect("tampering went unnoticed")
+    }
+
+    #[tokio::test]
+    async fn intact_chain_passes() {
+        let (_dir, store) = store_with(10).await;
+        let report = store.verify_chain().await.unwrap();
+        assert_eq!(report.checked, 10);
+        assert_eq!(report.first_bad, None);
+        let newest = store.get_receipt(&id(10)).await.unwrap().unwrap();
+        assert_eq!(report.last_good, Some((10, newest.hash)));
+    }
+
+    #[tokio::test]
+    async fn empty_chain_passes() {
+        let (_dir, store) = store_with(0).await;
+        let report = store.verify_chain().await.unwrap();
+        assert_eq!(
+            (report.checked, report.last_good, report.first_bad),
+            (0, None, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn triggers_refuse_changes() {
+        let (_dir, store) = store_with(2).await;
+        for sql in ["UPDATE receipts SET tool = 'x'", "DELETE FROM receipts"] {
+            let err = sqlx::query(sql).execute(store.pool()).await.unwrap_err();
+            assert!(
+                err.to_string().contains("receipts are append-only"),
+                "{err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn edited_args_are_detected_at_that_receipt() {
+        let (_dir, store) = store_with(10).await;
+        exec(&store, "DROP TRIGGER receipts_no_update").await;
+        exec(
+            &store,
+            r#"UPDATE receipts SET args = '{"a":2}' WHERE seq = 5"#,
+        )
+        .await;
+        let bad = first_bad(&store).await;
+        assert_eq!((bad.seq, bad.id.as_str()), (5, id(5).as_str()));
+        assert!(
+            bad.problem.starts_with("content was edited (stored hash "),
+            "{}",
+            bad.problem
+        );
+        assert_eq!(store.verify_chain().await.unwrap().checked, 4);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_receipt_is_detected_at_the_next_one() {
+        let (_dir, store) = store_with(10).await;
+        exec(&store, "DROP TRIGGER receipts_no_delete").await;
+        exec(&store, "DELETE FROM receipts WHERE seq = 5").await;
+        let bad = first_bad(&store).await;
+        assert_eq!(bad.seq, 6);
+        assert!(
+            bad.problem.starts_with("prev_hash does not match"),
+            "{}",
+            bad.problem
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_first_receipt_is_detected() {
+        let (_dir, store) = store_with(3).await;
+        exec(&store, "DROP TRIGGER receipts_no_delete").await;
+        exec(&store, "DELETE FROM receipts WHERE seq = 1").await;
+        let bad = first_bad(&store).await;
+        assert_eq!(bad.seq, 2);
+        assert!(
+            bad.problem.contains("receipts before it were deleted"),
+            "{}",
+            bad.problem
+        );
+    }
+
+    #[tokio::test]
+    async fn swapped_receipts_are_detected_at_the_first() {
+        let (_dir, store) = store_with(10).await;
+        exec(&store, "DROP TRIGGER receipts_no_delete").await;
+        let mut tx = store.pool().begin().await.unwrap();
+        for sql in [
+            "CREATE TEMP TABLE swap AS SELECT * FROM receipts WHERE seq IN (3, 7)",
+            "DELETE FROM receipts WHERE seq IN (3, 7)",
+            "INSERT INTO receipts SELECT 10 - seq, id, ts, principal, roles, auth, transport, \
+             session, tool, version, spec_hash, args, decision, reason, outcome, result_digest, \
+             result_excerpt, duration_us, cost_usd, prev_hash, hash FROM swap",
+        ] {
+            sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(store.get_receipt(&id(7)).await.unwrap().unwrap().seq, 3);
+        let bad = first_bad(&store).await;
+        assert_eq!((bad.seq, bad.id), (3, id(7)));
+        assert!(
+            bad.problem.starts_with("prev_hash does not match"),
+            "{}",
+            bad.problem
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_values_are_reported_not_fatal() {
+        let (_dir, store) = store_with(3).await;
+        exec(&store, "DROP TRIGGER receipts_no_update").await;
+        exec(
+            &store,
+            "UPDATE receipts SET duration_us = 'soon' WHERE seq = 2",
+        )
+        .await;
+        let bad = first_bad(&store).await;
+        assert_eq!(bad.seq, 2);
+        assert!(bad.problem.contains("duration_us"), "{}", bad.problem);
+    }
+
+    #[tokio::test]
+    async fn list_filters_and_orders_newest_first() {
+        let (_dir, store) = store_with(12).await;
+        let all = store
+            .list_receipts(&ReceiptFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=12).rev().collect::<Vec<_>>()
+        );
+        assert_eq!(all[0].content, {
+            let mut r = sample(&id(12));
+            r.tool = "even".into();
+            r.decision = Decision::Denied;
+            r.ts = "2026-11-21T22:56:12.000000Z".into();
+            r
+        });
+
+        let f = ReceiptFilter {
+            tool: Some("even".into()),
+            decision: Some(Decision::Denied),
+            ..Default::default()
+        };
+        let seqs: Vec<i64> = store
+            .list_receipts(&f)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [12, 6]);
+
+        let f = ReceiptFilter {
+            since_ts: Some("2026-11-21T22:56:10.000000Z".into()),
+            limit: 2,
+            ..Default::default()
+        };
+        let seqs: Vec<i64> = store
+            .list_receipts(&f)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [12, 11]);
+
+        let f = ReceiptFilter {
+            principal: Some("nobody".into()),
+            ..Default::default()
+        };
+        assert!(store.list_receipts(&f).await.unwrap().is_empty());
+        // Values are bound, never spliced into the SQL.
+        let f = ReceiptFilter {
+            tool: Some("x' OR 1=1 --".into()),
+            ..Default::default()
+        };
+        assert!(store.list_receipts(&f).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn get_accepts_unique_prefixes() {
+        let (_dir, store) = store_with(12).await;
+        let r = store.get_receipt(&id(3)).await.unwrap().unwrap();
+        assert_eq!(r.seq, 3);
+        assert_eq!(store.get_receipt(&id(13)).await.unwrap(), None);
+        let (writer, handle) = ReceiptWriter::spawn(&store);
+        writer
+            .commit(sample("abcdef12-3456-7000-8000-000000000000"))
+            .await
+            .unwrap();
+        handle.shutdown().await;
+        assert_eq!(
+            store.get_receipt("abcdef12").await.unwrap().unwrap().seq,
+            13
+        );
+        let err = store.get_receipt("0190a5f0-0000").await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::AmbiguousReceiptId { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than one receipt"));
+        let err = store.get_receipt("0190a5").await.unwrap_err();
+        assert!(matches!(err, StoreError::ReceiptIdTooShort { .. }), "{err}");
+        assert_eq!(store.get_receipt("ffffffff").await.unwrap(), None);
+    }
 }

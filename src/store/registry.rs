@@ -67,14 +67,21 @@ impl fmt::Display for Unpinned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = &self.state.name;
         match self.state.file_version {
-            Some(v) => write!(f, "{name} is no longer pinned; it is served at version {v}, the spec file's version"),
-            None => write!(f, "{name} is no longer pinned; its spec file is gone, so it will not be served"),
+            Some(v) => write!(
+                f,
+                "{name} is no longer pinned; it is served at version {v}, the spec file's version"
+            ),
+            None => write!(
+                f,
+                "{name} is no longer pinned; its spec file is gone, so it will not be served"
+            ),
         }
     }
 }
 
 const STATE_COLUMNS: &str = "name, active_version, file_version, pinned, updated_at";
-const VERSION_COLUMNS: &str = "tool, version, hash, canonical, source_path, source_text, first_seen";
+const VERSION_COLUMNS: &str =
+    "tool, version, hash, canonical, source_path, source_text, first_seen";
 
 fn state_from_row(row: &SqliteRow) -> Result<ToolState, sqlx::Error> {
     Ok(ToolState {
@@ -122,7 +129,11 @@ impl Store {
         let now = now_ts();
         // IMMEDIATE: we read then write, and a deferred transaction could not
         // upgrade to a write if another process committed in between.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.doing(ACTION)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing(ACTION)?;
         let states: BTreeMap<String, ToolState> = all_states(&mut tx)
             .await
             .doing(ACTION)?
@@ -247,14 +258,19 @@ impl Store {
     /// [`Store::unpin`].
     pub async fn rollback(&self, name: &str, version: i64) -> Result<ToolState, StoreError> {
         const ACTION: &str = "roll the tool back";
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.doing(ACTION)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing(ACTION)?;
         let state = state_of(&mut tx, name).await?;
-        let latest: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM tool_versions WHERE tool = ?")
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await
-                .doing(ACTION)?;
+        let latest: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM tool_versions WHERE tool = ?",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await
+        .doing(ACTION)?;
         if version < 1 || version > latest {
             return Err(StoreError::UnknownVersion {
                 name: name.to_owned(),
@@ -263,13 +279,15 @@ impl Store {
             });
         }
         let now = now_ts();
-        sqlx::query("UPDATE tools SET active_version = ?, pinned = 1, updated_at = ? WHERE name = ?")
-            .bind(version)
-            .bind(&now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .doing(ACTION)?;
+        sqlx::query(
+            "UPDATE tools SET active_version = ?, pinned = 1, updated_at = ? WHERE name = ?",
+        )
+        .bind(version)
+        .bind(&now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .doing(ACTION)?;
         tx.commit().await.doing(ACTION)?;
         Ok(ToolState {
             active_version: Some(version),
@@ -283,7 +301,11 @@ impl Store {
     /// if the file is gone; the returned value's `Display` says which).
     pub async fn unpin(&self, name: &str) -> Result<Unpinned, StoreError> {
         const ACTION: &str = "unpin the tool";
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.doing(ACTION)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing(ACTION)?;
         let state = state_of(&mut tx, name).await?;
         let now = now_ts();
         sqlx::query(
@@ -349,11 +371,12 @@ async fn version_for(
     if let Some(v) = existing {
         return Ok(v);
     }
-    let next: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM tool_versions WHERE tool = ?")
-            .bind(&file.name)
-            .fetch_one(&mut **tx)
-            .await?;
+    let next: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM tool_versions WHERE tool = ?",
+    )
+    .bind(&file.name)
+    .fetch_one(&mut **tx)
+    .await?;
     sqlx::query(
         "INSERT INTO tool_versions (tool, version, hash, canonical, source_path, source_text, first_seen) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -382,13 +405,15 @@ async fn set_versions(
     if state.active_version == active && state.file_version == file {
         return Ok(());
     }
-    sqlx::query("UPDATE tools SET active_version = ?, file_version = ?, updated_at = ? WHERE name = ?")
-        .bind(active)
-        .bind(file)
-        .bind(now)
-        .bind(&state.name)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE tools SET active_version = ?, file_version = ?, updated_at = ? WHERE name = ?",
+    )
+    .bind(active)
+    .bind(file)
+    .bind(now)
+    .bind(&state.name)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -469,7 +494,10 @@ mod tests {
 
         let unpinned = store.unpin("a").await.unwrap();
         assert_eq!(unpinned.state.active_version, None);
-        assert!(unpinned.to_string().contains("will not be served"), "{unpinned}");
+        assert!(
+            unpinned.to_string().contains("will not be served"),
+            "{unpinned}"
+        );
         assert!(store.sync_specs(&[]).await.unwrap().is_empty());
 
         store.sync_specs(&[spec("a", "2")]).await.unwrap();
@@ -484,11 +512,20 @@ mod tests {
         let (_dir, store) = store().await;
         store.sync_specs(&[spec("a", "1")]).await.unwrap();
         let err = store.rollback("zz", 1).await.unwrap_err().to_string();
-        assert_eq!(err, "no tool named zz; `tollgate tools list` shows the known tools");
+        assert_eq!(
+            err,
+            "no tool named zz; `tollgate tools list` shows the known tools"
+        );
         let err = store.rollback("a", 7).await.unwrap_err().to_string();
         assert_eq!(err, "tool a has versions 1..1; there is no version 7");
-        assert!(matches!(store.unpin("zz").await, Err(StoreError::UnknownTool { .. })));
-        assert!(matches!(store.history("zz").await, Err(StoreError::UnknownTool { .. })));
+        assert!(matches!(
+            store.unpin("zz").await,
+            Err(StoreError::UnknownTool { .. })
+        ));
+        assert!(matches!(
+            store.history("zz").await,
+            Err(StoreError::UnknownTool { .. })
+        ));
         let dup = store.sync_specs(&[spec("a", "1"), spec("a", "2")]).await;
         assert!(matches!(dup, Err(StoreError::DuplicateSpec { .. })));
     }

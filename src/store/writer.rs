@@ -99,8 +99,16 @@ impl ReceiptWriter {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (stop, stop_rx) = oneshot::channel();
         let counters = Arc::new(Counters::default());
-        let task = tokio::spawn(run(store.pool().clone(), rx, stop_rx, Arc::clone(&counters)));
-        (ReceiptWriter { queue, counters }, WriterHandle { stop, task })
+        let task = tokio::spawn(run(
+            store.pool().clone(),
+            rx,
+            stop_rx,
+            Arc::clone(&counters),
+        ));
+        (
+            ReceiptWriter { queue, counters },
+            WriterHandle { stop, task },
+        )
     }
 
     /// Counts of committed receipts and transactions since `spawn`.
@@ -353,5 +361,90 @@ mod tests {
         assert_eq!(stats.receipts, 2000);
         assert!(stats.largest_batch > 1, "{stats:?}");
         assert!(stats.batches < 2000, "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_everything_queued_then_refuses() {
+        let (_dir, store) = store().await;
+        let (writer, handle) = ReceiptWriter::spawn(&store);
+        // Queue directly, so every receipt is in the channel before shutdown.
+        let mut answers = Vec::new();
+        for i in 0..1000 {
+            let (reply, answer) = oneshot::channel();
+            writer.queue.try_send((sample(&id(i)), reply)).unwrap();
+            answers.push(answer);
+        }
+        handle.shutdown().await;
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        let err = writer.commit(sample(&id(5000))).await.unwrap_err();
+        assert!(matches!(err, StoreError::WriterStopped), "{err}");
+        let report = store.verify_chain().await.unwrap();
+        assert_eq!((report.checked, report.first_bad), (1000, None));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_batch_writes_nothing_and_the_next_one_starts_fresh() {
+        let (_dir, store) = store().await;
+        let (writer, handle) = ReceiptWriter::spawn(&store);
+        writer.commit(sample(&id(0))).await.unwrap();
+
+        // Receipt 50 reuses id 0, so its whole batch must fail.
+        let mut tasks = Vec::new();
+        for i in 1..=100 {
+            let writer = writer.clone();
+            let rid = if i == 50 { id(0) } else { id(i) };
+            tasks.push(tokio::spawn(
+                async move { writer.commit(sample(&rid)).await },
+            ));
+        }
+        let mut ok = 1;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(matches!(e, StoreError::Unrecorded { .. }), "{e}");
+                    assert!(
+                        e.to_string().starts_with("cannot record the receipt: "),
+                        "{e}"
+                    );
+                    assert!(!e.to_string().contains("alice"), "{e}");
+                }
+            }
+        }
+        assert!(ok < 101, "the duplicate id was accepted");
+        writer.commit(sample(&id(1000))).await.unwrap();
+        handle.shutdown().await;
+
+        let report = store.verify_chain().await.unwrap();
+        assert_eq!((report.checked, report.first_bad), (ok + 1, None));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_processes_share_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // Two pools on one file behave like two tollgate processes.
+        let a = Store::open(&path).await.unwrap();
+        let b = Store::open(&path).await.unwrap();
+        let (wa, ha) = ReceiptWriter::spawn(&a);
+        let (wb, hb) = ReceiptWriter::spawn(&b);
+        let mut tasks = Vec::new();
+        for t in 0..20 {
+            let w = if t % 2 == 0 { wa.clone() } else { wb.clone() };
+            tasks.push(tokio::spawn(async move {
+                for k in 0..25 {
+                    w.commit(sample(&id(t * 25 + k))).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        ha.shutdown().await;
+        hb.shutdown().await;
+        let report = a.verify_chain().await.unwrap();
+        assert_eq!((report.checked, report.first_bad), (500, None));
     }
 }

@@ -105,7 +105,9 @@ impl Fixture {
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.stderr(std::process::Stdio::null());
         let transport = TokioChildProcess::new(cmd).expect("spawn tollgate serve");
-        ().serve(transport).await.expect("MCP handshake with tollgate")
+        ().serve(transport)
+            .await
+            .expect("MCP handshake with tollgate")
     }
 
     /// All receipts in chain order, as JSON objects keyed by column name.
