@@ -16,8 +16,10 @@ pub enum ReceiptsCmd {
         after_help = "Example:\n  tollgate receipts list --tool echo --decision denied --since 1h --limit 20"
     )]
     List {
+        /// Only calls to this tool.
         #[arg(long)]
         tool: Option<String>,
+        /// Only calls by this principal.
         #[arg(long)]
         principal: Option<String>,
         /// allowed, denied, rate_limited, invalid or unknown_tool
@@ -26,6 +28,7 @@ pub enum ReceiptsCmd {
         /// Only receipts newer than this, e.g. 30m, 1h, 7d.
         #[arg(long, value_name = "DURATION")]
         since: Option<String>,
+        /// Most receipts to print.
         #[arg(long, default_value_t = 50)]
         limit: i64,
         /// One JSON array of receipts.
@@ -35,7 +38,9 @@ pub enum ReceiptsCmd {
     /// Show one receipt in full (an id prefix of 8+ characters is enough).
     #[command(after_help = "Example:\n  tollgate receipts show 019a8c2e")]
     Show {
+        /// Receipt id, as in a result's `_meta` `tollgate/receipt_id` or `receipts list`.
         id: String,
+        /// The receipt as one JSON object.
         #[arg(long)]
         json: bool,
     },

@@ -13,20 +13,35 @@ pub enum ToolsCmd {
     List,
     /// Every stored version of a tool: number, hash, first seen, source.
     #[command(after_help = "Example:\n  tollgate tools history echo")]
-    History { name: String },
+    History {
+        /// Tool name.
+        name: String,
+    },
     /// Readable diff between two stored versions of a tool.
     #[command(after_help = "Example:\n  tollgate tools diff echo 1 2")]
-    Diff { name: String, v1: i64, v2: i64 },
+    Diff {
+        /// Tool name.
+        name: String,
+        /// Older version number (as in `tools history`).
+        v1: i64,
+        /// Newer version number.
+        v2: i64,
+    },
     /// Make stored version VER active and pin it (takes effect at the next start of `serve`).
     #[command(after_help = "Example:\n  tollgate tools rollback echo 1")]
     Rollback {
+        /// Tool name.
         name: String,
+        /// Stored version number to serve (as in `tools history`).
         #[arg(value_name = "VER")]
         version: i64,
     },
     /// Follow the spec file again.
     #[command(after_help = "Example:\n  tollgate tools unpin echo")]
-    Unpin { name: String },
+    Unpin {
+        /// Tool name.
+        name: String,
+    },
 }
 
 pub async fn run(settings: &Settings, cmd: ToolsCmd) -> anyhow::Result<u8> {

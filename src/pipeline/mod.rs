@@ -138,3 +138,6 @@ impl Pipeline {
         Ok((execute(&tool, &args, permit).await, granted_by))
     }
 }
+
+#[cfg(test)]
+mod tests;
