@@ -370,7 +370,17 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    write_json(out, s);
+    // Most values need no escaping; copying them directly is what makes
+    // verification fast. Anything else goes through serde_json, whose
+    // escaping is the contract.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json(out, s);
+    }
 }
 
 fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {

@@ -141,3 +141,79 @@ fn the_shipped_example_specs_pass_check() {
         assert!(text.contains(&format!("ok  {tool}")), "{text}");
     }
 }
+
+#[test]
+fn flags_beat_env_beat_config_file_beat_defaults() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.path("cfgdir")).unwrap();
+    std::fs::write(
+        f.path("cfgdir/tollgate.yaml"),
+        "db: from-file.db\nprincipal: carol\n",
+    )
+    .unwrap();
+    let cfg = f.path("cfgdir/tollgate.yaml");
+    let cfg = cfg.to_str().unwrap();
+    let echo = r#"{"message":"x"}"#;
+
+    // The file's db and principal apply when neither env nor flag says otherwise
+    // (paths relative to the config file).
+    let out = f
+        .command(&["--config", cfg, "call", "echo", "--args", echo])
+        .env_remove("TOLLGATE_DB")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(f.path("cfgdir/from-file.db").exists());
+    let shown = stdout(
+        &f.command(&["--config", cfg, "receipts", "list", "--json"])
+            .env_remove("TOLLGATE_DB")
+            .output()
+            .unwrap(),
+    );
+    assert!(shown.contains("\"principal\": \"carol\""), "{shown}");
+
+    // The environment beats the file.
+    let out = f
+        .command(&["--config", cfg, "call", "echo", "--args", echo])
+        .env("TOLLGATE_DB", f.path("from-env.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(f.path("from-env.db").exists());
+
+    // A flag beats the environment.
+    let flag_db = f.path("from-flag.db");
+    let out = f
+        .command(&[
+            "--config",
+            cfg,
+            "--db",
+            flag_db.to_str().unwrap(),
+            "call",
+            "echo",
+            "--args",
+            echo,
+            "--principal",
+            "bob",
+        ])
+        .env("TOLLGATE_DB", f.path("from-env.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(flag_db.exists());
+    let shown = stdout(
+        &f.command(&[
+            "receipts",
+            "list",
+            "--json",
+            "--db",
+            flag_db.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap(),
+    );
+    assert!(
+        shown.contains("\"principal\": \"bob\""),
+        "flag beats the file's principal: {shown}"
+    );
+}

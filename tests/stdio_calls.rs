@@ -75,6 +75,9 @@ async fn allowed_calls_run_command_and_http_tools_and_are_receipted() {
     let meta = tools[1].meta.as_ref().expect("tool _meta");
     assert_eq!(meta.0["tollgate/version"], json!(1));
     assert_eq!(meta.0["tollgate/spec_hash"].as_str().unwrap().len(), 64);
+    let annotations = tools[0].annotations.as_ref().expect("annotations served");
+    assert_eq!(annotations.read_only_hint, Some(true));
+    assert_eq!(annotations.destructive_hint, None);
 
     let r = call(&client, "args_echo", json!({"word": "hello world"})).await;
     assert_eq!(r.is_error, Some(false));

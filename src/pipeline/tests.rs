@@ -68,19 +68,58 @@ async fn each_refusal_stage_has_its_decision_and_receipt() {
     let h = harness().await;
     // (principal, tool, args, expected decision, expected message prefix)
     let cases: &[(&str, &str, Value, Decision, &str)] = &[
-        ("eve", "echo", json!({"m": "x"}), Decision::Denied, "not authenticated"),
-        ("alice", "nope", json!({}), Decision::UnknownTool, "unknown tool `nope`"),
-        ("alice", "echo", json!({"m": 1}), Decision::Invalid, "invalid arguments"),
-        ("alice", "echo", json!({"m": "y".repeat(100)}), Decision::Invalid, "arguments for `echo` are"),
-        ("bob", "echo", json!({"m": "x"}), Decision::Denied, "permission denied"),
+        (
+            "eve",
+            "echo",
+            json!({"m": "x"}),
+            Decision::Denied,
+            "not authenticated",
+        ),
+        (
+            "alice",
+            "nope",
+            json!({}),
+            Decision::UnknownTool,
+            "unknown tool `nope`",
+        ),
+        (
+            "alice",
+            "echo",
+            json!({"m": 1}),
+            Decision::Invalid,
+            "invalid arguments",
+        ),
+        (
+            "alice",
+            "echo",
+            json!({"m": "y".repeat(100)}),
+            Decision::Invalid,
+            "arguments for `echo` are",
+        ),
+        (
+            "bob",
+            "echo",
+            json!({"m": "x"}),
+            Decision::Denied,
+            "permission denied",
+        ),
         ("alice", "echo", json!({"m": "x"}), Decision::Allowed, ""),
-        ("alice", "echo", json!({"m": "x"}), Decision::RateLimited, "rate limited"),
+        (
+            "alice",
+            "echo",
+            json!({"m": "x"}),
+            Decision::RateLimited,
+            "rate limited",
+        ),
     ];
     for (principal, tool, args, decision, prefix) in cases {
         let reply = call(&h, principal, tool, args.clone()).await;
         let id = reply.receipt_id.clone().expect("receipt committed");
         let receipt = h.store.get_receipt(&id).await.unwrap().expect("stored");
-        assert_eq!(receipt.content.decision, *decision, "{principal} {tool} {args}");
+        assert_eq!(
+            receipt.content.decision, *decision,
+            "{principal} {tool} {args}"
+        );
         match reply.body {
             Ok(out) => {
                 assert_eq!(*decision, Decision::Allowed);
@@ -90,7 +129,10 @@ async fn each_refusal_stage_has_its_decision_and_receipt() {
             Err(e) => {
                 assert!(e.to_string().starts_with(prefix), "{e}");
                 assert_eq!(receipt.content.outcome, Outcome::NotRun);
-                assert_eq!(receipt.content.reason.as_deref(), Some(e.to_string().as_str()));
+                assert_eq!(
+                    receipt.content.reason.as_deref(),
+                    Some(e.to_string().as_str())
+                );
             }
         }
     }
@@ -157,7 +199,10 @@ fn authorize_is_deny_by_default() {
     let alice = authenticate(&p, &who("alice")).unwrap();
     let nobody = tool(&ECHO.replace("allow: [admin]", "allow: []"));
     let err = authorize(&alice, &nobody).unwrap_err();
-    assert!(err.to_string().ends_with("no role is allowed to call it"), "{err}");
+    assert!(
+        err.to_string().ends_with("no role is allowed to call it"),
+        "{err}"
+    );
     let permit = authorize(&alice, &tool(ECHO)).unwrap();
     assert_eq!(permit.granted_by, "admin");
 }

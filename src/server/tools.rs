@@ -14,7 +14,7 @@ pub const META_SPEC_HASH: &str = "tollgate/spec_hash";
 
 /// The MCP tool definitions of every active tool, in name order.
 pub fn definitions(catalog: &Catalog) -> Vec<Tool> {
-    catalog.iter().map(|t| definition(t)).collect()
+    catalog.iter().map(definition).collect()
 }
 
 fn definition(tool: &Arc<CompiledTool>) -> Tool {

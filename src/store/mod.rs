@@ -72,6 +72,10 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
+    /// A failure outside sqlx (the verifier reads through its own connection).
+    #[error("cannot {action}: {cause}")]
+    Raw { action: &'static str, cause: String },
+
     #[error("no tool named {name}; `tollgate tools list` shows the known tools")]
     UnknownTool { name: String },
 

@@ -469,7 +469,7 @@ mod tests {
         assert!(store.version("a", 3).await.unwrap().is_none());
 
         // A vanished file stops being served but stays known.
-        let out = store.sync_specs(&[b1.clone()]).await.unwrap();
+        let out = store.sync_specs(std::slice::from_ref(&b1)).await.unwrap();
         assert_eq!(served(&out), [("b".into(), 1)]);
         let a = store.tool_states().await.unwrap().remove(0);
         assert_eq!((a.active_version, a.file_version), (None, None));

@@ -102,9 +102,10 @@ impl Fixture {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
         self.prepare(&mut cmd);
         cmd.args(["serve", "--principal", principal]);
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.stderr(std::process::Stdio::null());
-        let transport = TokioChildProcess::new(cmd).expect("spawn tollgate serve");
+        let (transport, _) = TokioChildProcess::builder(tokio::process::Command::from(cmd))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tollgate serve");
         ().serve(transport)
             .await
             .expect("MCP handshake with tollgate")
