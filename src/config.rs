@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
+use crate::http::HttpSettings;
+
 /// Default argument payload limit: 1 MiB of JSON.
 pub const DEFAULT_MAX_ARGS_BYTES: usize = 1024 * 1024;
 
@@ -34,6 +37,10 @@ struct ConfigFile {
     principal: Option<String>,
     /// Largest accepted `arguments` payload, in bytes of JSON.
     max_args_bytes: Option<usize>,
+    /// Streamable HTTP settings (`serve --http`).
+    http: Option<HttpSettings>,
+    /// How HTTP callers authenticate (API keys are always available).
+    auth: Option<AuthConfig>,
 }
 
 /// The settings tollgate runs with.
@@ -44,6 +51,8 @@ pub struct Settings {
     pub principals: PathBuf,
     pub principal: Option<String>,
     pub max_args_bytes: usize,
+    pub http: HttpSettings,
+    pub auth: AuthConfig,
     /// The config file that was read, if any (for messages).
     pub config_file: Option<PathBuf>,
 }
@@ -109,6 +118,8 @@ impl Settings {
                 .unwrap_or_else(|| "principals.yaml".into()),
             principal: overrides.principal.or(file.principal),
             max_args_bytes: file.max_args_bytes.unwrap_or(DEFAULT_MAX_ARGS_BYTES),
+            http: file.http.unwrap_or_default(),
+            auth: file.auth.unwrap_or_default(),
             config_file,
         })
     }

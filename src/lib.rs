@@ -17,17 +17,25 @@
 //! - [`receipt`]: the receipt record and its canonical, hash-chained form.
 //! - [`store`]: SQLite: migrations, the tool-version registry, the receipt writer, queries.
 //! - [`pipeline`]: one governed call, one module per stage.
-//! - [`server`]: the MCP front end (stdio today) that feeds the pipeline.
+//! - [`server`]: the MCP front end (one rmcp handler for every transport) that feeds the pipeline.
+//! - [`http`]: Streamable HTTP: authentication guard, operations endpoints, graceful drain.
+//! - [`auth`]: API keys and JWT bearer tokens.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`catalog`]: the compiled, servable set of tools built at start-up.
+//! - [`shutdown`]: draining running calls and interrupting the rest.
 
+pub mod auth;
 pub mod canonical;
 pub mod catalog;
 pub mod config;
 pub mod executor;
+pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod principals;
 pub mod receipt;
 pub mod server;
+pub mod shutdown;
 pub mod spec;
 pub mod store;
 pub mod template;

@@ -141,6 +141,9 @@ labels! {
         Timeout = "timeout",
         /// The tool never ran (the decision was not `allowed`).
         NotRun = "not_run",
+        /// tollgate shut down while the tool was running; whether its effect
+        /// happened is unknown.
+        Interrupted = "interrupted",
     }
 }
 

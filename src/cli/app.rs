@@ -18,6 +18,8 @@ use tollgate::store::{ReceiptWriter, Store, WriterHandle};
 pub struct App {
     pub pipeline: Arc<Pipeline>,
     pub writer: WriterHandle,
+    pub store: Store,
+    pub http: reqwest::Client,
 }
 
 impl App {
@@ -51,6 +53,8 @@ impl App {
         Ok(App {
             pipeline: Arc::new(pipeline),
             writer: handle,
+            store,
+            http,
         })
     }
 
@@ -58,6 +62,7 @@ impl App {
     pub async fn shutdown(self) {
         drop(self.pipeline);
         self.writer.shutdown().await;
+        self.store.close().await;
     }
 }
 
@@ -79,10 +84,7 @@ pub fn local_identity(settings: &Settings, auth: &str) -> anyhow::Result<Identit
             known()
         );
     }
-    Ok(Identity {
-        principal: name,
-        auth: auth.to_string(),
-    })
+    Ok(Identity::local(name, auth))
 }
 
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {

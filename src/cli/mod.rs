@@ -6,6 +6,7 @@
 mod app;
 mod call;
 mod check;
+mod keys;
 mod receipts;
 mod serve;
 mod tools;
@@ -53,6 +54,18 @@ pub struct Global {
     /// Principals and roles file. Default: ./principals.yaml
     #[arg(long, global = true, env = "TOLLGATE_PRINCIPALS", value_name = "FILE")]
     pub principals: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (always to stderr).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Pretty,
+    /// One JSON object per event, with the call's span fields (receipt_id, tool, principal).
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,6 +92,9 @@ pub enum Command {
     /// Query and verify receipts.
     #[command(subcommand)]
     Receipts(receipts::ReceiptsCmd),
+    /// Create, list and revoke API keys for HTTP clients.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
 }
 
 impl Global {
@@ -102,5 +118,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Tools(cmd) => tools::run(&cli.global.settings(None)?, cmd).await,
         Command::Call(args) => call::run(&cli.global, args).await,
         Command::Receipts(cmd) => receipts::run(&cli.global.settings(None)?, cmd).await,
+        Command::Keys(cmd) => keys::run(&cli.global.settings(None)?, cmd).await,
     }
 }

@@ -11,10 +11,26 @@ use crate::principals::Principals;
 /// What the transport knows about the caller before authentication.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Principal name claimed by the transport's configuration.
+    /// Principal name: set by the operator (stdio, CLI) or taken from a
+    /// verified credential (HTTP).
     pub principal: String,
-    /// How that claim was established, recorded in the receipt ("stdio", "cli").
+    /// How the identity was established, recorded in the receipt
+    /// ("stdio", "cli", "api_key:<id>", "jwt:<iss>|<sub>").
     pub auth: String,
+    /// Roles vouched for by the credential itself (a JWT's roles claim).
+    /// `None`: the principal must be in the principals file, which gives the roles.
+    pub roles: Option<Vec<String>>,
+}
+
+impl Identity {
+    /// An identity named by the operator; roles come from the principals file.
+    pub fn local(principal: impl Into<String>, auth: impl Into<String>) -> Identity {
+        Identity {
+            principal: principal.into(),
+            auth: auth.into(),
+            roles: None,
+        }
+    }
 }
 
 /// An authenticated caller. Only [`authenticate`] builds one.
@@ -39,15 +55,26 @@ impl Principal {
 
 /// Resolve `identity` against the principals directory.
 pub fn authenticate(principals: &Principals, identity: &Identity) -> Result<Principal, CallError> {
-    let roles = principals.roles_of(&identity.principal).ok_or_else(|| {
-        CallError::Unauthenticated(format!(
-            "principal `{}` is not in the principals file",
-            identity.principal
-        ))
-    })?;
+    if identity.principal.is_empty() {
+        return Err(CallError::Unauthenticated(
+            "no verified identity came with this request".into(),
+        ));
+    }
+    let roles = match &identity.roles {
+        Some(vouched) => vouched.clone(),
+        None => principals
+            .roles_of(&identity.principal)
+            .ok_or_else(|| {
+                CallError::Unauthenticated(format!(
+                    "principal `{}` is not in the principals file",
+                    identity.principal
+                ))
+            })?
+            .to_vec(),
+    };
     Ok(Principal {
         name: identity.principal.clone(),
-        roles: roles.to_vec(),
+        roles,
         auth: identity.auth.clone(),
     })
 }
@@ -59,23 +86,9 @@ mod tests {
     #[test]
     fn known_and_unknown_principals() {
         let p = Principals::parse("roles: {a: x}\nprincipals:\n  alice: {roles: [a]}\n").unwrap();
-        let ok = authenticate(
-            &p,
-            &Identity {
-                principal: "alice".into(),
-                auth: "stdio".into(),
-            },
-        )
-        .unwrap();
+        let ok = authenticate(&p, &Identity::local("alice", "stdio")).unwrap();
         assert_eq!(ok.roles(), ["a".to_string()]);
-        let err = authenticate(
-            &p,
-            &Identity {
-                principal: "eve".into(),
-                auth: "stdio".into(),
-            },
-        )
-        .unwrap_err();
+        let err = authenticate(&p, &Identity::local("eve", "stdio")).unwrap_err();
         assert!(
             err.to_string()
                 .contains("`eve` is not in the principals file")

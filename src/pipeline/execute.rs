@@ -11,6 +11,7 @@ use super::{Permit, ValidArgs};
 use crate::catalog::CompiledTool;
 use crate::executor::{ExecError, ExecOutput};
 use crate::receipt::Outcome;
+use crate::shutdown::Shutdown;
 
 const GRACE: Duration = Duration::from_secs(2);
 
@@ -19,18 +20,46 @@ const GRACE: Duration = Duration::from_secs(2);
 pub struct Executed {
     pub outcome: Outcome,
     pub output: ExecOutput,
+    /// How long the executor ran (metrics: execution latency).
+    pub elapsed: Duration,
 }
 
 /// Run `tool` with `args`. Taking the [`Permit`] by value means this cannot be
-/// called for a call that was not authorized.
-pub async fn execute(tool: &CompiledTool, args: &ValidArgs, _permit: Permit) -> Executed {
-    let run = tool.run.run(args.as_map(), tool.timeout);
-    let result = match tokio::time::timeout(tool.timeout + GRACE, run).await {
-        Ok(result) => result,
-        Err(_) => Err(ExecError::Timeout(tool.timeout)),
+/// called for a call that was not authorized. `shutdown` interrupts the run
+/// when tollgate stops before the tool finishes.
+pub async fn execute(
+    tool: &CompiledTool,
+    args: &ValidArgs,
+    _permit: Permit,
+    shutdown: &Shutdown,
+) -> Executed {
+    let started = std::time::Instant::now();
+    let run = tokio::time::timeout(
+        tool.timeout + GRACE,
+        tool.run.run(args.as_map(), tool.timeout),
+    );
+    let result = tokio::select! {
+        result = run => match result {
+            Ok(result) => result,
+            Err(_) => Err(ExecError::Timeout(tool.timeout)),
+        },
+        // Dropping the run future stops the tool (child processes are
+        // killed on drop, HTTP requests are aborted).
+        _ = shutdown.interrupted() => {
+            return Executed {
+                elapsed: started.elapsed(),
+                outcome: Outcome::Interrupted,
+                output: failure(format!(
+                    "tool `{}` was interrupted because tollgate is shutting down; its effect may or may not have happened",
+                    tool.spec.name
+                )),
+            };
+        }
     };
+    let elapsed = started.elapsed();
     match result {
         Ok(output) => Executed {
+            elapsed,
             outcome: if output.is_error {
                 Outcome::Error
             } else {
@@ -39,6 +68,7 @@ pub async fn execute(tool: &CompiledTool, args: &ValidArgs, _permit: Permit) -> 
             output,
         },
         Err(ExecError::Timeout(after)) => Executed {
+            elapsed,
             outcome: Outcome::Timeout,
             output: failure(format!(
                 "tool `{}` timed out after {} and was stopped",
@@ -47,6 +77,7 @@ pub async fn execute(tool: &CompiledTool, args: &ValidArgs, _permit: Permit) -> 
             )),
         },
         Err(ExecError::Failed(why)) => Executed {
+            elapsed,
             outcome: Outcome::Error,
             output: failure(format!("tool `{}` failed: {why}", tool.spec.name)),
         },

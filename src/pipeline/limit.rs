@@ -12,6 +12,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use super::{CallError, Principal};
 use crate::catalog::{Catalog, CompiledTool};
+use crate::metrics::{self, LimitScope};
 
 struct ToolLimits {
     per_principal: Option<(DefaultKeyedRateLimiter<String>, String)>,
@@ -69,11 +70,14 @@ impl Limiter {
                 retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
             };
         if let Some((lim, text)) = &limits.per_principal {
-            lim.check_key(&principal.name().to_string())
-                .map_err(|nu| refuse("per principal", text, nu.wait_time_from(self.clock.now())))?;
+            lim.check_key(&principal.name().to_string()).map_err(|nu| {
+                metrics::rate_limited(&tool.spec.name, LimitScope::PerPrincipal);
+                refuse("per principal", text, nu.wait_time_from(self.clock.now()))
+            })?;
         }
         if let Some((lim, text)) = &limits.global {
             lim.check().map_err(|nu| {
+                metrics::rate_limited(&tool.spec.name, LimitScope::Global);
                 refuse("for all callers", text, nu.wait_time_from(self.clock.now()))
             })?;
         }

@@ -20,6 +20,7 @@ mod validate;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 pub use authenticate::{Identity, Principal, authenticate};
 pub use authorize::{Permit, authorize};
@@ -34,6 +35,7 @@ use crate::catalog::Catalog;
 use crate::executor::ExecOutput;
 use crate::principals::Principals;
 use crate::receipt::{Decision, Outcome};
+use crate::shutdown::Shutdown;
 use crate::store::ReceiptWriter;
 
 /// A `tools/call` as any transport hands it over.
@@ -58,6 +60,8 @@ pub struct Pipeline {
     pub limiter: Limiter,
     pub writer: ReceiptWriter,
     pub max_args_bytes: usize,
+    /// Tracks running calls so shutdown can drain them.
+    pub shutdown: Arc<Shutdown>,
 }
 
 impl Pipeline {
@@ -73,26 +77,46 @@ impl Pipeline {
             principals,
             writer,
             max_args_bytes,
+            shutdown: Shutdown::new(),
         }
     }
 
     /// Govern one call: run the stages, then record, then reply.
     pub async fn call(&self, identity: &Identity, origin: Origin, req: CallRequest) -> CallReply {
+        let _running = self.shutdown.track();
         let args = req.arguments.unwrap_or_default();
-        let raw = serde_json::to_string(&args).unwrap_or_default();
-        let stored_args = if raw.len() > self.max_args_bytes {
+        let (mut draft, size) = self.draft(origin, &req.tool, &args);
+        let span = tracing::info_span!("call", receipt_id = %draft.id, tool = %req.tool, principal = %identity.principal);
+        let governed = self
+            .govern(identity, &req.tool, args, size, &mut draft)
+            .instrument(span.clone())
+            .await;
+        self.record(draft, governed).instrument(span).await
+    }
+
+    /// Start the receipt. Arguments over the size limit are stored as a
+    /// digest: a 1 GiB payload must not become a 1 GiB receipt.
+    fn draft(&self, origin: Origin, tool: &str, args: &Map<String, Value>) -> (Draft, usize) {
+        let raw = serde_json::to_string(args).unwrap_or_default();
+        let stored = if raw.len() > self.max_args_bytes {
             record::oversized_args(raw.len(), &raw)
         } else {
             Value::Object(args.clone())
         };
-        let mut draft = Draft::start(origin, &req.tool, stored_args);
-        let governed = self
-            .govern(identity, &req.tool, args, raw.len(), &mut draft)
-            .await;
+        (Draft::start(origin, tool, stored), raw.len())
+    }
+
+    /// Finish and commit the receipt, then build the reply (never before).
+    async fn record(
+        &self,
+        draft: Draft,
+        governed: Result<(Executed, String), CallError>,
+    ) -> CallReply {
+        let started = draft.started();
         let receipt = match &governed {
-            Ok((executed, permit_role)) => draft.finish(
+            Ok((executed, role)) => draft.finish(
                 Decision::Allowed,
-                Some(format!("allowed by role `{permit_role}`")),
+                Some(format!("allowed by role `{role}`")),
                 executed.outcome,
                 Some(&executed.output),
             ),
@@ -103,16 +127,30 @@ impl Pipeline {
                 None,
             ),
         };
-        let receipt_id = receipt.id.clone();
-        match record::record(&self.writer, receipt).await {
-            Ok(_) => CallReply {
-                receipt_id: Some(receipt_id),
-                body: governed.map(|(executed, _)| executed.output),
-            },
-            Err(why) => CallReply {
-                receipt_id: None,
-                body: Err(CallError::ReceiptUnavailable(why)),
-            },
+        let (id, tool) = (receipt.id.clone(), receipt.tool.clone());
+        let (decision, outcome) = (receipt.decision, receipt.outcome);
+        // Only a resolved tool's name may become a metric label; a name the
+        // client made up (refused before or at resolve) is counted as "(unknown)".
+        let resolved = receipt.version.is_some();
+        let committed = record::record(&self.writer, receipt).await;
+        let exec = governed.as_ref().ok().map(|(e, _)| e.elapsed);
+        crate::metrics::call_finished(&tool, resolved, decision, outcome, started.elapsed(), exec);
+        match committed {
+            Ok(_) => {
+                let micros = started.elapsed().as_micros();
+                tracing::info!(%decision, %outcome, duration_us = micros, "call recorded");
+                CallReply {
+                    receipt_id: Some(id),
+                    body: governed.map(|(executed, _)| executed.output),
+                }
+            }
+            Err(why) => {
+                tracing::error!(%decision, %outcome, error = %why, "receipt not committed; result withheld");
+                CallReply {
+                    receipt_id: None,
+                    body: Err(CallError::ReceiptUnavailable(why)),
+                }
+            }
         }
     }
 
@@ -135,7 +173,10 @@ impl Pipeline {
         self.limiter.check(&principal, &tool)?;
         let granted_by = permit.granted_by.clone();
         draft.charge(&tool);
-        Ok((execute(&tool, &args, permit).await, granted_by))
+        Ok((
+            execute(&tool, &args, permit, &self.shutdown).await,
+            granted_by,
+        ))
     }
 }
 

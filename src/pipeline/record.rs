@@ -56,6 +56,11 @@ impl Draft {
         }
     }
 
+    /// When the call arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     pub fn principal(&mut self, p: &Principal) {
         self.principal = Some((p.name().into(), p.roles().to_vec(), p.auth().into()));
     }

@@ -41,10 +41,7 @@ async fn harness() -> Harness {
 }
 
 fn who(name: &str) -> Identity {
-    Identity {
-        principal: name.into(),
-        auth: "test".into(),
-    }
+    Identity::local(name, "test")
 }
 
 fn origin() -> Origin {

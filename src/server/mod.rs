@@ -23,23 +23,85 @@ pub use tools::{META_SPEC_HASH, META_VERSION, definitions};
 
 use crate::pipeline::{CallRequest, Identity, Origin, Pipeline};
 
+/// Where a session's caller identity comes from.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// Fixed for the whole session by the operator (stdio `--principal`).
+    Fixed(Identity),
+    /// Per request, from the [`Identity`] the HTTP authentication layer put
+    /// into the request's extensions. A request without one is refused:
+    /// fail closed if the layer is ever missing.
+    PerRequest,
+}
+
 /// One MCP session's view of tollgate.
 #[derive(Clone)]
 pub struct TollgateServer {
     pipeline: Arc<Pipeline>,
     tools: Arc<Vec<Tool>>,
-    identity: Identity,
+    caller: Caller,
     origin: Origin,
+    /// Shared by the session's clones; counts the session while any is alive.
+    _session: Option<Arc<SessionCount>>,
+}
+
+/// Keeps the active-sessions gauge honest: +1 when created, -1 when the
+/// session's last handler clone is dropped.
+struct SessionCount;
+
+impl SessionCount {
+    fn open() -> Arc<SessionCount> {
+        crate::metrics::session_opened();
+        Arc::new(SessionCount)
+    }
+}
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        crate::metrics::session_closed();
+    }
 }
 
 impl TollgateServer {
-    pub fn new(pipeline: Arc<Pipeline>, identity: Identity, origin: Origin) -> TollgateServer {
-        let tools = Arc::new(definitions(&pipeline.catalog));
+    /// `tools` is built once with [`definitions`] and shared by all sessions.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        tools: Arc<Vec<Tool>>,
+        caller: Caller,
+        origin: Origin,
+    ) -> TollgateServer {
         TollgateServer {
             pipeline,
             tools,
-            identity,
+            caller,
             origin,
+            _session: None,
+        }
+    }
+
+    /// Count this handler (and its clones) as one open session in metrics.
+    pub fn counted(mut self) -> TollgateServer {
+        self._session = Some(SessionCount::open());
+        self
+    }
+
+    /// The identity and origin of one request.
+    fn who(&self, context: &RequestContext<RoleServer>) -> (Option<Identity>, Origin) {
+        match &self.caller {
+            Caller::Fixed(identity) => (Some(identity.clone()), self.origin.clone()),
+            Caller::PerRequest => {
+                let parts = context.extensions.get::<axum::http::request::Parts>();
+                let identity = parts.and_then(|p| p.extensions.get::<Identity>()).cloned();
+                let session = parts
+                    .and_then(|p| p.headers.get("mcp-session-id"))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let origin = Origin {
+                    transport: self.origin.transport.clone(),
+                    session: session.or_else(|| self.origin.session.clone()),
+                };
+                (identity, origin)
+            }
         }
     }
 
@@ -82,16 +144,17 @@ impl ServerHandler for TollgateServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let req = CallRequest {
             tool: request.name.to_string(),
             arguments: request.arguments,
         };
-        let reply = self
-            .pipeline
-            .call(&self.identity, self.origin.clone(), req)
-            .await;
+        let (identity, origin) = self.who(&context);
+        // Without an identity the pipeline's authenticate stage refuses the
+        // call (and records it), so this path is receipted like any other.
+        let identity = identity.unwrap_or_else(|| Identity::local("", "none"));
+        let reply = self.pipeline.call(&identity, origin, req).await;
         to_mcp(reply).map(Into::into)
     }
 }

@@ -24,13 +24,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema history, oldest first. Embedded so the binary is self-contained.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "api_keys".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/0002_api_keys.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl Store {
@@ -100,6 +109,27 @@ pub(crate) fn describe(e: &sqlx::Error) -> String {
         sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".to_owned(),
         sqlx::Error::PoolClosed => "the database has been closed".to_owned(),
         other => other.to_string(),
+    }
+}
+
+impl Store {
+    /// Whether a write transaction can start right now (readiness probes).
+    /// Takes and releases the write lock without writing anything.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let sql = |source| StoreError::Sql {
+            action: "take the database write lock",
+            source,
+        };
+        let mut conn = self.pool().acquire().await.map_err(sql)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(sql)?;
+        sqlx::query("ROLLBACK")
+            .execute(&mut *conn)
+            .await
+            .map_err(sql)?;
+        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{Store, StoreError, db::describe};
+use crate::metrics;
 use crate::receipt::{ContentView, GENESIS_HASH, NewReceipt, canonical_args, canonical_roles};
 
 /// Most receipts written in one transaction.
@@ -177,14 +178,18 @@ async fn run(
             // Closed and drained.
             break;
         }
+        // What is left behind this batch; 0 whenever the writer keeps up.
+        metrics::writer_queue_depth(queue.len());
         let (receipts, replies): (Vec<NewReceipt>, Vec<Reply>) = buf.drain(..).unzip();
         let started = Instant::now();
         match write_batch(&pool, receipts).await {
             Ok(committed) => {
+                let took = started.elapsed();
                 counters.record(n);
+                metrics::receipt_batch(n, took);
                 tracing::debug!(
                     batch = n,
-                    commit_us = started.elapsed().as_micros() as u64,
+                    commit_us = took.as_micros() as u64,
                     "committed receipts"
                 );
                 for (reply, c) in replies.into_iter().zip(committed) {
@@ -194,6 +199,7 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(batch = n, error = %describe(&e), "receipt batch rolled back");
+                metrics::receipt_commit_failed(n);
                 let source = Arc::new(e);
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Unrecorded {

@@ -230,3 +230,109 @@ pub async fn http_server(app: axum::Router) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A `tollgate serve --http` process on a free loopback port.
+pub struct HttpTollgate {
+    pub child: std::process::Child,
+    pub base: String,
+    pub addr: String,
+}
+
+impl HttpTollgate {
+    /// Start `tollgate serve --http 127.0.0.1:PORT EXTRA…` and wait until /healthz answers.
+    pub async fn start(f: &Fixture, extra: &[&str]) -> HttpTollgate {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec!["serve", "--http", addr.as_str()];
+        args.extend_from_slice(extra);
+        let child = f
+            .command(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn tollgate serve --http");
+        let base = format!("http://{addr}");
+        let mut server = HttpTollgate { child, base, addr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await
+                && r.status().is_success()
+            {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = server.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("tollgate exited early ({status}): {err}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tollgate did not come up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    /// Connect rmcp's Streamable HTTP client with `Authorization: Bearer TOKEN`.
+    pub async fn client(&self, token: &str) -> Result<HttpClient, String> {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let config = StreamableHttpClientTransportConfig::with_uri(self.mcp_url())
+            .auth_header(token.to_string());
+        let transport = StreamableHttpClientTransport::from_config(config);
+        ().serve(transport).await.map_err(|e| e.to_string())
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let status = self.child.wait().expect("wait for tollgate");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for HttpTollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub type HttpClient = RunningService<RoleClient, ()>;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Fixture {
+    /// `tollgate keys create --principal P`; returns (key id, token).
+    pub fn create_key(&self, principal: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["keys", "create", "--principal", principal];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        assert!(out.status.success(), "keys create: {}", stderr(&out));
+        let token = stdout(&out).trim().to_string();
+        assert!(token.starts_with("tg_"), "token: {token}");
+        let id = token.split('_').nth(1).expect("key id").to_string();
+        (id, token)
+    }
+}
