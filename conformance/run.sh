@@ -29,11 +29,12 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # The scenarios a tools-only server can pass. The rest of the suite exercises
-# resources, prompts, completion, logging, progress, sampling and elicitation,
+# resources, prompts, progress, log notifications, sampling and elicitation,
 # and content kinds (image, audio, embedded resource) tollgate's executors do
 # not produce.
 DEFAULT_SCENARIOS=(
   server-initialize
+  logging-set-level
   ping
   tools-list
   tools-call-simple-text

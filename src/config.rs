@@ -119,7 +119,11 @@ impl Settings {
             principal: overrides.principal.or(file.principal),
             max_args_bytes: file.max_args_bytes.unwrap_or(DEFAULT_MAX_ARGS_BYTES),
             http: file.http.unwrap_or_default(),
-            auth: file.auth.unwrap_or_default(),
+            auth: {
+                let mut auth = file.auth.unwrap_or_default();
+                auth.rebase(&base);
+                auth
+            },
             config_file,
         })
     }

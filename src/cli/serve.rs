@@ -101,7 +101,7 @@ async fn serve_http(
         addr,
         metrics_addr,
         settings: settings.http.clone(),
-        auth,
+        auth: auth.clone(),
         anonymous,
         store: app.store.clone(),
         metrics: Some(tollgate::metrics::install()),
@@ -119,7 +119,11 @@ async fn serve_http(
     let served = server.run(app.pipeline.clone(), stop).await;
     signals.abort();
     pruner.abort();
-    // Every receipt, including interrupted calls', is flushed before exit.
+    // Every receipt, including interrupted calls', is flushed before exit,
+    // and so are API keys' last-used times.
+    if let Some(auth) = auth {
+        auth.flush().await;
+    }
     app.shutdown().await;
     served?;
     tracing::info!("stopped; all receipts committed");

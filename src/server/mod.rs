@@ -137,6 +137,19 @@ impl ServerHandler for TollgateServer {
         Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
     }
 
+    /// Accepted so clients that set a level don't see an error; tollgate's
+    /// own logs go to stderr and are not forwarded to clients. (MCP logging
+    /// is deprecated by SEP-2577; older clients still send this.)
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tracing::debug!(level = ?request.level, "client set its log level");
+        Ok(())
+    }
+
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools.iter().find(|t| t.name == name).cloned()
     }
