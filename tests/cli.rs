@@ -113,6 +113,9 @@ fn every_command_has_help_with_an_example() {
         vec!["receipts", "list"],
         vec!["receipts", "show"],
         vec!["receipts", "verify"],
+        vec!["keys", "create"],
+        vec!["keys", "list"],
+        vec!["keys", "revoke"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");

@@ -51,13 +51,23 @@ async fn official_conformance_scenarios_for_a_tools_server_pass() {
         "dns-rebinding-protection",
     ] {
         assert!(
-            summary.lines().any(|l| l.starts_with("PASS") && l.split_whitespace().nth(1) == Some(scenario)),
+            summary
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.split_whitespace().nth(1) == Some(scenario)),
             "{scenario} passed:\n{summary}"
         );
     }
     assert!(summary.contains("9/9 scenarios passed"), "{summary}");
     // The suite's calls went through the governed pipeline like any other.
     let receipts = f.receipts().await;
-    assert!(receipts.iter().any(|r| r["tool"] == "test_simple_text" && r["outcome"] == "ok"));
-    assert!(receipts.iter().any(|r| r["tool"] == "test_error_handling" && r["outcome"] == "error"));
+    assert!(
+        receipts
+            .iter()
+            .any(|r| r["tool"] == "test_simple_text" && r["outcome"] == "ok")
+    );
+    assert!(
+        receipts
+            .iter()
+            .any(|r| r["tool"] == "test_error_handling" && r["outcome"] == "error")
+    );
 }

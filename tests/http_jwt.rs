@@ -31,7 +31,10 @@ async fn a_valid_jwt_calls_with_the_token_roles_and_is_receipted() {
     // A principal that is not in principals.yaml: its roles come from the token.
     let token = key.sign(&claims(ISS, AUD, "svc-reporting", &["viewer"]));
     let client = server.client(&token).await.expect("connect with JWT");
-    let r = client.call_tool(call_params("echo", json!({"message": "jwt"}))).await.unwrap();
+    let r = client
+        .call_tool(call_params("echo", json!({"message": "jwt"})))
+        .await
+        .unwrap();
     assert_eq!(text(&r), "jwt");
     let rec = f.receipt(&receipt_id(&r)).await;
     assert_eq!(rec["principal"], "svc-reporting");
@@ -42,9 +45,16 @@ async fn a_valid_jwt_calls_with_the_token_roles_and_is_receipted() {
     // Roles the token lacks are not granted.
     let token = key.sign(&claims(ISS, AUD, "svc-x", &["nothing"]));
     let client = server.client(&token).await.unwrap();
-    let r = client.call_tool(call_params("echo", json!({"message": "x"}))).await.unwrap();
+    let r = client
+        .call_tool(call_params("echo", json!({"message": "x"})))
+        .await
+        .unwrap();
     assert_eq!(r.is_error, Some(true));
-    assert!(text(&r).starts_with("permission denied: principal `svc-x`"), "{}", text(&r));
+    assert!(
+        text(&r).starts_with("permission denied: principal `svc-x`"),
+        "{}",
+        text(&r)
+    );
     client.cancel().await.unwrap();
 }
 
@@ -63,7 +73,10 @@ async fn expired_wrong_audience_and_wrong_signature_get_401_and_run_nothing() {
         (key.sign(&expired), "expired"),
         (key.sign(&wrong_aud), "audience"),
         (key.sign(&wrong_iss), "issuer"),
-        (impostor.sign(&claims(ISS, AUD, "u", &["admin"])), "signature"),
+        (
+            impostor.sign(&claims(ISS, AUD, "u", &["admin"])),
+            "signature",
+        ),
         ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.".to_string(), ""),
     ];
     for (token, why) in cases {
@@ -77,7 +90,10 @@ async fn expired_wrong_audience_and_wrong_signature_get_401_and_run_nothing() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 401, "{why}");
-        let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(challenge.starts_with("Bearer "), "{challenge}");
         assert!(
             challenge.contains("resource_metadata=\"https://tollgate.test/.well-known/oauth-protected-resource/mcp\""),
@@ -86,7 +102,10 @@ async fn expired_wrong_audience_and_wrong_signature_get_401_and_run_nothing() {
         let body = resp.text().await.unwrap();
         assert!(body.to_lowercase().contains(why), "{why}: {body}");
         assert!(!body.contains(&token), "the token is never echoed");
-        assert!(server.client(&token).await.is_err(), "{why}: rmcp client is refused too");
+        assert!(
+            server.client(&token).await.is_err(),
+            "{why}: rmcp client is refused too"
+        );
     }
     assert!(f.receipts().await.is_empty(), "no tool ran");
 }
@@ -95,8 +114,16 @@ async fn expired_wrong_audience_and_wrong_signature_get_401_and_run_nothing() {
 async fn protected_resource_metadata_is_served() {
     let (f, _jwks, _key) = setup().await;
     let server = HttpTollgate::start(&f, &[]).await;
-    for path in ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"] {
-        let meta: serde_json::Value = reqwest::get(format!("{}{path}", server.base)).await.unwrap().json().await.unwrap();
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let meta: serde_json::Value = reqwest::get(format!("{}{path}", server.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(meta["resource"], AUD);
         assert_eq!(meta["authorization_servers"], json!([ISS]));
         assert_eq!(meta["bearer_methods_supported"], json!(["header"]));
@@ -110,8 +137,14 @@ async fn a_rotated_signing_key_is_picked_up_from_the_jwks() {
     let new = TestKey::es256("k2");
     jwks_server.set(jwks(&[&old, &new]));
     let token = new.sign(&claims(ISS, AUD, "rotated", &["admin"]));
-    let client = server.client(&token).await.expect("unknown kid triggers a JWKS refetch");
-    let r = client.call_tool(call_params("echo", json!({"message": "k2"}))).await.unwrap();
+    let client = server
+        .client(&token)
+        .await
+        .expect("unknown kid triggers a JWKS refetch");
+    let r = client
+        .call_tool(call_params("echo", json!({"message": "k2"})))
+        .await
+        .unwrap();
     assert_eq!(text(&r), "k2");
     client.cancel().await.unwrap();
 }

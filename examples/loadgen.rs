@@ -1,0 +1,309 @@
+//! A bounded load generator for MCP `tools/call`, over Streamable HTTP or stdio.
+//!
+//! It opens `--sessions` MCP sessions with rmcp's own client, then keeps
+//! `--concurrency` calls in flight (spread over the sessions) for
+//! `--duration`, and reports calls/s, latency percentiles and errors. The
+//! first `--warmup` of the run is not counted. Used by
+//! `scripts/bench-http.sh`; see BENCHMARKS.md.
+//!
+//! ```sh
+//! # Streamable HTTP (loopback only), with an API key:
+//! cargo run --release --example loadgen -- --url http://127.0.0.1:8080/mcp --token "$TOKEN" \
+//!     --tool echo --args '{"message":"hi"}' --concurrency 32 --sessions 4 --duration 10s
+//! # stdio: everything after `--` is the server command, started once per session.
+//! cargo run --release --example loadgen -- --concurrency 1 --duration 5s -- \
+//!     target/release/tollgate serve --principal alice
+//! ```
+//!
+//! Errors are counted, not fatal: `transport` errors (the call failed at the
+//! protocol level) and `tool` errors (the result had `isError: true`, e.g. a
+//! refusal by tollgate). A run with errors is not a valid speed measurement.
+
+use std::net::IpAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{Peer, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Map, Value, json};
+
+/// Upper bounds, so a typo cannot turn a benchmark into a flood.
+const MAX_CONCURRENCY: usize = 1024;
+const MAX_SESSIONS: usize = 64;
+const MAX_DURATION: Duration = Duration::from_secs(120);
+/// One call longer than this counts as a transport error.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser, Debug)]
+#[command(about = "Fire MCP tools/call at a loopback server and report calls/s and latency")]
+struct Args {
+    /// Streamable HTTP endpoint; must be a loopback address. Ignored with a stdio command.
+    #[arg(long, default_value = "http://127.0.0.1:8080/mcp")]
+    url: String,
+    /// Bearer token (e.g. a `tollgate keys create` API key), sent as `Authorization: Bearer`.
+    #[arg(long, env = "LOADGEN_TOKEN")]
+    token: Option<String>,
+    /// Tool to call.
+    #[arg(long, default_value = "echo")]
+    tool: String,
+    /// Arguments of every call, a JSON object.
+    #[arg(long, default_value = r#"{"message":"hi"}"#)]
+    args: String,
+    /// Calls in flight at any moment.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// MCP sessions to spread the calls over (at most one per concurrent call).
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// How long to measure, e.g. 5s, after the warm-up.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Calls made before measuring starts are not counted.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// A label echoed in the report, e.g. "governed".
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Serve over stdio instead: the server command, started once per session.
+    #[arg(last = true, value_name = "STDIO_COMMAND")]
+    stdio: Vec<String>,
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+/// What one worker saw during the measured window.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    transport_errors: u64,
+    tool_errors: u64,
+    first_error: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    check_bounds(&args)?;
+    let call_args: Map<String, Value> = match serde_json::from_str(&args.args)? {
+        Value::Object(m) => m,
+        _ => return Err("--args must be a JSON object".into()),
+    };
+    let sessions = args.sessions.clamp(1, args.concurrency);
+
+    let mut clients = Vec::with_capacity(sessions);
+    let per_session = args.concurrency.div_ceil(sessions);
+    for _ in 0..sessions {
+        clients.push(connect(&args, per_session).await?);
+    }
+    let peers: Vec<Peer<RoleClient>> = clients.iter().map(|c| c.peer().clone()).collect();
+
+    let params = CallToolRequestParams::new(args.tool.clone()).with_arguments(call_args);
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let stop_at = measure_from + args.duration;
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for w in 0..args.concurrency {
+        let peer = peers[w % sessions].clone();
+        let params = params.clone();
+        workers.push(tokio::spawn(worker(peer, params, measure_from, stop_at)));
+    }
+    let mut total = Tally::default();
+    for w in workers {
+        let t = w.await?;
+        total.latencies_us.extend(t.latencies_us);
+        total.transport_errors += t.transport_errors;
+        total.tool_errors += t.tool_errors;
+        total.first_error = total.first_error.or(t.first_error);
+    }
+    for c in clients {
+        let _ = c.cancel().await;
+    }
+
+    let report = report(&args, sessions, total);
+    if args.json {
+        println!("{report}");
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+/// Loopback only, and bounded in concurrency, sessions and time.
+fn check_bounds(args: &Args) -> Result<(), String> {
+    if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+        return Err(format!("--concurrency must be 1..={MAX_CONCURRENCY}"));
+    }
+    if args.sessions == 0 || args.sessions > MAX_SESSIONS {
+        return Err(format!("--sessions must be 1..={MAX_SESSIONS}"));
+    }
+    if args.duration.is_zero() || args.duration + args.warmup > MAX_DURATION {
+        return Err(format!(
+            "--duration + --warmup must be more than 0 and at most {}s",
+            MAX_DURATION.as_secs()
+        ));
+    }
+    if args.stdio.is_empty() {
+        let url = reqwest::Url::parse(&args.url).map_err(|e| format!("--url: {e}"))?;
+        let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+        let loopback =
+            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "--url {} is not a loopback address; loadgen only loads local servers",
+                args.url
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Open one MCP session (initialize handshake included).
+async fn connect(args: &Args, in_flight: usize) -> Result<Client, Box<dyn std::error::Error>> {
+    if let Some((program, rest)) = args.stdio.split_first() {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(rest);
+        let (transport, _) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        return Ok(().serve(transport).await?);
+    }
+    let mut config = StreamableHttpClientTransportConfig::with_uri(args.url.as_str())
+        .max_concurrent_requests(in_flight);
+    if let Some(token) = &args.token {
+        config = config.auth_header(token.clone());
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
+    Ok(().serve(transport).await?)
+}
+
+/// Call in a loop until `stop_at`; count what completes after `measure_from`.
+async fn worker(
+    peer: Peer<RoleClient>,
+    params: CallToolRequestParams,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    loop {
+        let begun = Instant::now();
+        if begun >= stop_at {
+            break;
+        }
+        let outcome = tokio::time::timeout(CALL_TIMEOUT, peer.call_tool(params.clone())).await;
+        let done = Instant::now();
+        // Calls that started in the warm-up or ended after the window are not counted.
+        if begun < measure_from || done > stop_at {
+            continue;
+        }
+        match outcome {
+            Ok(Ok(result)) if result.is_error != Some(true) => {
+                let us = done.duration_since(begun).as_micros();
+                tally
+                    .latencies_us
+                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+            Ok(Ok(result)) => {
+                tally.tool_errors += 1;
+                tally.first_error.get_or_insert_with(|| {
+                    let text = result.content.first().and_then(|c| c.as_text());
+                    format!(
+                        "tool error: {}",
+                        text.map(|t| t.text.as_str()).unwrap_or("?")
+                    )
+                });
+            }
+            Ok(Err(e)) => {
+                tally.transport_errors += 1;
+                tally
+                    .first_error
+                    .get_or_insert_with(|| format!("transport error: {e}"));
+            }
+            Err(_) => {
+                tally.transport_errors += 1;
+                tally
+                    .first_error
+                    .get_or_insert_with(|| "call timed out".to_string());
+            }
+        }
+    }
+    tally
+}
+
+fn report(args: &Args, sessions: usize, mut t: Tally) -> Value {
+    t.latencies_us.sort_unstable();
+    let n = t.latencies_us.len();
+    let pct = |p: f64| -> f64 {
+        if n == 0 {
+            return 0.0;
+        }
+        // Nearest-rank percentile.
+        let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as usize;
+        f64::from(t.latencies_us[rank.min(n) - 1]) / 1000.0
+    };
+    let mean = if n == 0 {
+        0.0
+    } else {
+        t.latencies_us.iter().map(|&l| f64::from(l)).sum::<f64>() / n as f64 / 1000.0
+    };
+    let secs = args.duration.as_secs_f64();
+    json!({
+        "label": args.label,
+        "target": if args.stdio.is_empty() { args.url.clone() } else { args.stdio.join(" ") },
+        "transport": if args.stdio.is_empty() { "http" } else { "stdio" },
+        "tool": args.tool,
+        "concurrency": args.concurrency,
+        "sessions": sessions,
+        "duration_s": secs,
+        "calls": n,
+        "calls_per_s": n as f64 / secs,
+        "p50_ms": pct(50.0),
+        "p90_ms": pct(90.0),
+        "p99_ms": pct(99.0),
+        "p999_ms": pct(99.9),
+        "max_ms": pct(100.0),
+        "mean_ms": mean,
+        "transport_errors": t.transport_errors,
+        "tool_errors": t.tool_errors,
+        "first_error": t.first_error,
+    })
+}
+
+fn print_text(r: &Value) {
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    println!(
+        "{} {} tool={} concurrency={} sessions={} duration={}s",
+        r["transport"].as_str().unwrap_or(""),
+        r["target"].as_str().unwrap_or(""),
+        r["tool"].as_str().unwrap_or(""),
+        r["concurrency"],
+        r["sessions"],
+        f("duration_s"),
+    );
+    println!(
+        "  calls/s   {:>10.0}   ({} calls)",
+        f("calls_per_s"),
+        r["calls"]
+    );
+    println!(
+        "  latency   p50 {:.3} ms   p90 {:.3} ms   p99 {:.3} ms   p99.9 {:.3} ms   max {:.3} ms",
+        f("p50_ms"),
+        f("p90_ms"),
+        f("p99_ms"),
+        f("p999_ms"),
+        f("max_ms")
+    );
+    println!(
+        "  errors    transport {}   tool {}",
+        r["transport_errors"], r["tool_errors"]
+    );
+    if let Some(e) = r["first_error"].as_str() {
+        println!("  first error: {e}");
+    }
+}
