@@ -420,3 +420,78 @@ async fn insecure_no_auth_on_loopback_calls_as_the_given_principal() {
     assert_eq!(rec["auth"], "none");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn json_response_mode_answers_with_plain_json() {
+    let f = Fixture::new();
+    std::fs::write(f.path("tollgate.yaml"), "http:\n  json_response: true\n").unwrap();
+    let (_, token) = f.create_key("alice", &[]);
+    let server = HttpTollgate::start(&f, &[]).await;
+    let r = post(&server, Some(&token), initialize(), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"plain"}}});
+    let r = post(
+        &server,
+        Some(&token),
+        call.to_string(),
+        &[("mcp-protocol-version", "2025-06-18")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "plain", "{v}");
+    let id = v["result"]["_meta"]["tollgate/receipt_id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(f.receipt(id).await["decision"], "allowed");
+    // rmcp's own client works in this mode too.
+    let client = server.client(&token).await.unwrap();
+    let r = client
+        .call_tool(call_params("echo", json!({"message": "rmcp"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "rmcp");
+}
+
+#[tokio::test]
+async fn metrics_can_be_served_on_their_own_address() {
+    let f = Fixture::new();
+    let (_, token) = f.create_key("alice", &[]);
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let server = HttpTollgate::start(&f, &["--metrics", &maddr]).await;
+    let client = server.client(&token).await.unwrap();
+    client
+        .call_tool(call_params("echo", json!({"message": "m"})))
+        .await
+        .unwrap();
+    let body = reqwest::get(format!("http://{maddr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&body, "tollgate_calls_total", &[("tool", "echo")]) >= 1.0,
+        "{body}"
+    );
+    let main = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        main.status(),
+        404,
+        "not on the MCP address when --metrics is given"
+    );
+}

@@ -136,3 +136,35 @@ fn stdout_carries_only_protocol_even_when_logging_is_verbose() {
     });
     drop(f);
 }
+
+#[test]
+fn json_logs_carry_the_receipt_id_of_each_call() {
+    let f = Fixture::new();
+    let out = f
+        .command(&[
+            "--log-format",
+            "json",
+            "call",
+            "echo",
+            "--principal",
+            "alice",
+            "--args",
+            r#"{"message":"x"}"#,
+        ])
+        .env("TOLLGATE_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let receipt = stderr(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("receipt: ").map(str::to_string))
+        .unwrap();
+    let recorded: Vec<Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "call recorded")
+        .collect();
+    assert_eq!(recorded.len(), 1, "{}", stderr(&out));
+    assert_eq!(recorded[0]["span"]["receipt_id"], receipt.as_str());
+    assert_eq!(recorded[0]["fields"]["decision"], "allowed");
+}

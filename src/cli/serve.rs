@@ -21,8 +21,9 @@ pub struct ServeArgs {
     /// HTTP caller); must be listed in the principals file.
     #[arg(long, env = "TOLLGATE_PRINCIPAL", value_name = "NAME")]
     pub principal: Option<String>,
-    /// Serve MCP Streamable HTTP at http://ADDR/mcp instead of stdio, e.g. 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve MCP Streamable HTTP at http://ADDR/mcp instead of stdio.
+    /// `--http` alone binds 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
     pub http: Option<SocketAddr>,
     /// Serve /metrics on this address instead of the main HTTP address.
     #[arg(long, value_name = "ADDR", requires = "http")]

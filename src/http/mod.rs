@@ -62,6 +62,11 @@ pub struct HttpSettings {
     /// that address gets 429 for a while. Default 20.
     #[serde(default)]
     pub auth_failures_per_minute: Option<u32>,
+    /// Answer simple request/response calls with `application/json` instead
+    /// of an SSE stream. This is the spec's stateless mode: no
+    /// `Mcp-Session-Id` sessions are kept. Default false (sessions + SSE).
+    #[serde(default)]
+    pub json_response: bool,
 }
 
 /// Everything `serve --http` needs besides the pipeline.
@@ -207,6 +212,8 @@ impl HttpServer {
             .with_allowed_origins(origins)
             .enforce_origin_validation()
             .with_max_request_body_bytes(max_body)
+            .with_legacy_session_mode(!self.settings.json_response)
+            .with_json_response(self.settings.json_response)
             .with_cancellation_token(sessions_stop);
         let tools = Arc::new(definitions(&pipeline.catalog));
         let caller = match &self.anonymous {
