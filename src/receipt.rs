@@ -127,6 +127,8 @@ labels! {
         Invalid = "invalid",
         /// No tool by that name is served.
         UnknownTool = "unknown_tool",
+        /// tollgate was shutting down and took no new calls.
+        Unavailable = "unavailable",
     }
 }
 

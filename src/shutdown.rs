@@ -32,7 +32,7 @@ pub struct CallGuard(Arc<Shutdown>);
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
     }
@@ -45,18 +45,18 @@ impl Shutdown {
 
     /// Register a call; the guard releases it when dropped.
     pub fn track(self: &Arc<Self>) -> CallGuard {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.inflight.fetch_add(1, Ordering::SeqCst);
         CallGuard(self.clone())
     }
 
     /// True once draining has begun: transports refuse new calls.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Calls currently in the pipeline.
     pub fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Acquire)
+        self.inflight.load(Ordering::SeqCst)
     }
 
     /// Resolves when running calls must stop (after the drain deadline).
@@ -68,7 +68,7 @@ impl Shutdown {
     /// interrupt the rest and wait (briefly) for them to record. Returns how
     /// many calls had to be interrupted.
     pub async fn drain(&self, timeout: Duration) -> usize {
-        self.draining.store(true, Ordering::Release);
+        self.draining.store(true, Ordering::SeqCst);
         if self.wait_idle(timeout).await {
             return 0;
         }

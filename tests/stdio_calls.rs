@@ -297,3 +297,56 @@ async fn slow_command_times_out_and_is_receipted() {
     assert_eq!(rec["outcome"], "timeout");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_call_running_when_the_client_disconnects_still_gets_its_receipt() {
+    use std::io::Write;
+    let f = Fixture::new();
+    // Longer than the ~5 s rmcp itself waits for handlers after end of input.
+    f.write_spec(
+        "nap",
+        "name: nap\ndescription: Naps.\ninput_schema: {type: object}\nallow: [admin]\nrun:\n  command:\n    argv: [sleep, '6.5']\n",
+    );
+    let mut child = f
+        .command(&["serve", "--principal", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in [
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"nap","arguments":{}}}),
+    ] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 6.5$"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        assert!(std::time::Instant::now() < deadline, "tool never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The client goes away mid-call: stdin closes, nobody kills tollgate.
+    drop(stdin);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let receipts = f.receipts().await;
+    let nap = receipts
+        .iter()
+        .find(|r| r["tool"] == "nap")
+        .expect("the call that ran has a receipt");
+    assert_eq!(
+        nap["outcome"], "ok",
+        "the tool finished during the drain: {nap}"
+    );
+}

@@ -72,11 +72,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<u8> {
         r = &mut serving => r.context("stdio server task failed")?.map_err(anyhow::Error::from),
         _ = shutdown_signal() => {
             tracing::info!("signal received; draining running calls");
-            app.pipeline.shutdown.drain(DEFAULT_DRAIN_TIMEOUT).await;
-            serving.abort();
             Ok(())
         }
     };
+    // Client gone or signal: either way, calls still running finish (or are
+    // interrupted) and are receipted before the writer stops.
+    app.pipeline.shutdown.drain(DEFAULT_DRAIN_TIMEOUT).await;
+    serving.abort();
     pruner.abort();
     app.shutdown().await;
     served?;

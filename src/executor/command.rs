@@ -237,6 +237,10 @@ impl CompiledCommand {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
+        // If this future is dropped (shutdown interrupt, the pipeline's outer
+        // timeout), `kill_on_drop` reaches only the leader: the guard kills
+        // the whole group.
+        let _group_guard = GroupKill(group);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let cap = self.max_output_bytes;
@@ -381,6 +385,18 @@ async fn read_capped(reader: Option<impl AsyncRead + Unpin>, cap: usize) -> Capt
                 captured.bytes.extend_from_slice(&buf[..n.min(room)]);
                 captured.truncated |= n > room;
             }
+        }
+    }
+}
+
+/// Kills a process group when dropped, so an abandoned run leaves nothing behind.
+struct GroupKill(Option<Pid>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // An error means the group is already gone.
+            let _ = killpg(group, Signal::SIGKILL);
         }
     }
 }

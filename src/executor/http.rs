@@ -259,9 +259,17 @@ fn check_absolute(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Scheme, host, port and path: what messages may show of a URL.
-fn redact(url: &Url) -> String {
-    format!("{}{}", url.origin().ascii_serialization(), url.path())
+/// What messages (which reach the client and the receipt) may show of a
+/// URL: scheme, host and port, plus the path only when the caller supplied
+/// the whole URL. A path written in the spec may carry a token (webhook
+/// URLs often do), and a query string often does.
+fn redact(url: &Url, caller_supplied: bool) -> String {
+    let origin = url.origin().ascii_serialization();
+    if caller_supplied {
+        format!("{origin}{}", url.path())
+    } else {
+        format!("{origin}/…")
+    }
 }
 
 /// Why the request was not sent: a tool-level refusal the caller can fix,
@@ -282,7 +290,8 @@ impl CompiledHttp {
             Err(Refusal::Tool(text)) => return Ok(ExecOutput::error(text)),
             Err(Refusal::Exec(e)) => return Err(e),
         };
-        let what = format!("{} {}", self.method, redact(&url));
+        let caller_supplied = matches!(self.url, UrlTemplate::Whole(_));
+        let what = format!("{} {}", self.method, redact(&url, caller_supplied));
         let mut request = self.client.request(self.method.clone(), url);
         for (name, template) in &self.headers {
             let Ok(text) = template.render(args) else {
@@ -623,7 +632,7 @@ mod tests {
         assert!(out.is_error);
         assert_eq!(
             out.text,
-            format!("HTTP 404 Not Found from GET {base}/missing: no such thing")
+            format!("HTTP 404 Not Found from GET {base}/…: no such thing")
         );
     }
 

@@ -173,8 +173,9 @@ pub enum ExecError {
     Failed(String),
 }
 
-/// The HTTP client for `http` tools: rustls, at most 5 redirects and only
-/// to http/https (never a downgrade from https), and a `tollgate/<version>`
+/// The HTTP client for `http` tools: rustls, at most 5 redirects, only
+/// within the same origin and only to http/https (never a downgrade from
+/// https), and a `tollgate/<version>`
 /// user agent so upstream logs can tell who called.
 ///
 /// Timeouts are applied per call, not here, since each tool has its own.
@@ -188,8 +189,18 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
             (_, "http") => true,
             _ => false,
         };
+        // Spec headers (an API key, say) must not follow a redirect to
+        // another host; reqwest strips only the standard credential headers.
+        let first = attempt.previous().first().map(|u| u.origin());
+        let cross_origin = first.is_some_and(|o| o != attempt.url().origin());
         if !allowed {
             let msg = format!("refusing to follow a redirect to a `{to}` URL");
+            attempt.error(msg)
+        } else if cross_origin {
+            let msg = format!(
+                "refusing to follow a redirect to another origin ({})",
+                attempt.url().origin().ascii_serialization()
+            );
             attempt.error(msg)
         } else if attempt.previous().len() > 5 {
             attempt.error("too many redirects (more than 5)")

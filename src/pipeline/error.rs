@@ -54,6 +54,9 @@ pub enum CallError {
 
     #[error("the receipt for this call could not be committed, so its result is withheld: {0}")]
     ReceiptUnavailable(String),
+
+    #[error("tollgate is shutting down and takes no new calls; retry against a running instance")]
+    ShuttingDown,
 }
 
 impl CallError {
@@ -64,6 +67,7 @@ impl CallError {
             CallError::UnknownTool { .. } => Decision::UnknownTool,
             CallError::ArgsTooLarge { .. } | CallError::InvalidArgs { .. } => Decision::Invalid,
             CallError::RateLimited { .. } => Decision::RateLimited,
+            CallError::ShuttingDown => Decision::Unavailable,
             // Only raised after a decision was already recorded-or-attempted.
             CallError::ReceiptUnavailable(_) => Decision::Allowed,
         }

@@ -163,6 +163,12 @@ impl Pipeline {
         size: usize,
         draft: &mut Draft,
     ) -> Result<(Executed, String), CallError> {
+        // `call` registered this call before this check, and `drain` sets
+        // the flag before it waits: a call either runs and is waited for, or
+        // is refused here. None slips past a finished drain.
+        if self.shutdown.is_draining() {
+            return Err(CallError::ShuttingDown);
+        }
         let principal = authenticate(&self.principals, identity)?;
         draft.principal(&principal);
         let tool = resolve(&self.catalog, tool)?;

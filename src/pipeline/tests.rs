@@ -203,3 +203,18 @@ fn authorize_is_deny_by_default() {
     let permit = authorize(&alice, &tool(ECHO)).unwrap();
     assert_eq!(permit.granted_by, "admin");
 }
+
+#[tokio::test]
+async fn calls_after_drain_began_are_refused_and_receipted() {
+    let h = harness().await;
+    h.pipeline
+        .shutdown
+        .drain(std::time::Duration::from_millis(10))
+        .await;
+    let r = call(&h, "alice", "echo", json!({"m": "x"})).await;
+    assert!(matches!(r.body, Err(CallError::ShuttingDown)));
+    let id = r.receipt_id.expect("refusal receipted");
+    let receipt = h.store.get_receipt(&id).await.unwrap().unwrap();
+    assert_eq!(receipt.content.decision, Decision::Unavailable);
+    assert_eq!(receipt.content.outcome, Outcome::NotRun);
+}

@@ -167,7 +167,13 @@ impl ServerHandler for TollgateServer {
         // Without an identity the pipeline's authenticate stage refuses the
         // call (and records it), so this path is receipted like any other.
         let identity = identity.unwrap_or_else(|| Identity::local("", "none"));
-        let reply = self.pipeline.call(&identity, origin, req).await;
+        // The call runs in its own task: if rmcp drops this future (client
+        // gone, session closed, server stopping), the tool and its receipt
+        // still finish together; a call is never cut off between the two.
+        let pipeline = self.pipeline.clone();
+        let reply = tokio::spawn(async move { pipeline.call(&identity, origin, req).await })
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("call task failed: {e}"), None))?;
         to_mcp(reply).map(Into::into)
     }
 }

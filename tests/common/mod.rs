@@ -336,3 +336,90 @@ impl Fixture {
         (id, token)
     }
 }
+
+/// `tollgate serve --principal P` over stdio, driven with raw bytes: for
+/// malformed messages that rmcp's client would never send.
+pub struct RawStdio {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl RawStdio {
+    /// Start the server and complete the MCP handshake (initialize, initialized).
+    pub async fn start(f: &Fixture, principal: &str) -> RawStdio {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd =
+            tokio::process::Command::from(f.command(&["serve", "--principal", principal]));
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn tollgate serve");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut io = RawStdio {
+            _child: child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        };
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}});
+        io.send(init.to_string().as_bytes()).await;
+        let reply = io
+            .recv(std::time::Duration::from_secs(20))
+            .await
+            .expect("initialize answered");
+        assert_eq!(reply["id"], "init", "{reply}");
+        io.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .await;
+        io
+    }
+
+    /// Write `bytes` and a newline.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(bytes)
+            .await
+            .expect("write to tollgate");
+        self.stdin
+            .write_all(b"\n")
+            .await
+            .expect("write to tollgate");
+        self.stdin.flush().await.expect("flush to tollgate");
+    }
+
+    /// The next message the server writes, or `None` after `within` (or at EOF).
+    pub async fn recv(&mut self, within: std::time::Duration) -> Option<Value> {
+        match tokio::time::timeout(within, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => Some(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("tollgate wrote a non-JSON line ({e}): {line}")),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// POST `body` to `/mcp` as a JSON-RPC client would, with an optional
+/// bearer token and extra headers (appended, so a name may repeat).
+pub async fn post_mcp(
+    server: &HttpTollgate,
+    token: Option<&str>,
+    body: impl Into<reqwest::Body>,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(server.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("HTTP request")
+}
