@@ -68,6 +68,11 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also report this process's CPU time per counted call (read from
+    /// /proc/PID/stat at the start and end of the measured window), e.g. the
+    /// server's pid. Stdio servers are measured this way automatically.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     /// A label echoed in the report, e.g. "governed".
     #[arg(long, default_value = "")]
     label: String,
@@ -98,9 +103,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sessions = args.sessions.clamp(1, args.concurrency);
 
     let mut clients = Vec::with_capacity(sessions);
+    let mut clients_pids = Vec::new();
     let per_session = args.concurrency.div_ceil(sessions);
     for _ in 0..sessions {
-        clients.push(connect(&args, per_session).await?);
+        let (client, pid) = connect(&args, per_session).await?;
+        clients.push(client);
+        clients_pids.extend(pid);
     }
     let peers: Vec<Peer<RoleClient>> = clients.iter().map(|c| c.peer().clone()).collect();
 
@@ -108,6 +116,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let stop_at = measure_from + args.duration;
+    // CPU time of the server(s) and of this client over the measured window.
+    let mut pids: Vec<u32> = clients_pids.clone();
+    pids.extend(args.server_pid);
+    let cpu_window = tokio::spawn(cpu_during(pids, measure_from, stop_at));
     let mut workers = Vec::with_capacity(args.concurrency);
     for w in 0..args.concurrency {
         let peer = peers[w % sessions].clone();
@@ -122,11 +134,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total.tool_errors += t.tool_errors;
         total.first_error = total.first_error.or(t.first_error);
     }
+    let cpu = cpu_window.await?;
     for c in clients {
         let _ = c.cancel().await;
     }
 
-    let report = report(&args, sessions, total);
+    let report = report(&args, sessions, total, cpu);
     if args.json {
         println!("{report}");
     } else {
@@ -164,15 +177,20 @@ fn check_bounds(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Open one MCP session (initialize handshake included).
-async fn connect(args: &Args, in_flight: usize) -> Result<Client, Box<dyn std::error::Error>> {
+/// Open one MCP session (initialize handshake included); for stdio, also
+/// the server process's pid.
+async fn connect(
+    args: &Args,
+    in_flight: usize,
+) -> Result<(Client, Option<u32>), Box<dyn std::error::Error>> {
     if let Some((program, rest)) = args.stdio.split_first() {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(rest);
         let (transport, _) = TokioChildProcess::builder(cmd)
             .stderr(Stdio::inherit())
             .spawn()?;
-        return Ok(().serve(transport).await?);
+        let pid = transport.id();
+        return Ok((().serve(transport).await?, pid));
     }
     let mut config = StreamableHttpClientTransportConfig::with_uri(args.url.as_str())
         .max_concurrent_requests(in_flight);
@@ -180,7 +198,44 @@ async fn connect(args: &Args, in_flight: usize) -> Result<Client, Box<dyn std::e
         config = config.auth_header(token.clone());
     }
     let transport = StreamableHttpClientTransport::from_config(config);
-    Ok(().serve(transport).await?)
+    Ok((().serve(transport).await?, None))
+}
+
+/// CPU seconds (user + system) used during the window by `pids` together and
+/// by this process; `None` where /proc cannot tell (not Linux, process gone).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    server_s: Option<f64>,
+    client_s: Option<f64>,
+}
+
+async fn cpu_during(pids: Vec<u32>, from: Instant, to: Instant) -> Cpu {
+    let read = |pids: &[u32]| -> Option<f64> {
+        pids.iter()
+            .map(|&p| cpu_seconds(&format!("/proc/{p}/stat")))
+            .sum()
+    };
+    tokio::time::sleep_until(from.into()).await;
+    let (s0, c0) = (read(&pids), cpu_seconds("/proc/self/stat"));
+    tokio::time::sleep_until(to.into()).await;
+    let (s1, c1) = (read(&pids), cpu_seconds("/proc/self/stat"));
+    let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+    Cpu {
+        server_s: if pids.is_empty() { None } else { diff(s0, s1) },
+        client_s: diff(c0, c1),
+    }
+}
+
+/// utime + stime of a /proc/PID/stat file, in seconds (all threads).
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture tollgate runs on.
+    Some(ticks / 100.0)
 }
 
 /// Call in a loop until `stop_at`; count what completes after `measure_from`.
@@ -236,7 +291,7 @@ async fn worker(
     tally
 }
 
-fn report(args: &Args, sessions: usize, mut t: Tally) -> Value {
+fn report(args: &Args, sessions: usize, mut t: Tally, cpu: Cpu) -> Value {
     t.latencies_us.sort_unstable();
     let n = t.latencies_us.len();
     let pct = |p: f64| -> f64 {
@@ -253,6 +308,7 @@ fn report(args: &Args, sessions: usize, mut t: Tally) -> Value {
         t.latencies_us.iter().map(|&l| f64::from(l)).sum::<f64>() / n as f64 / 1000.0
     };
     let secs = args.duration.as_secs_f64();
+    let per_call_us = |s: Option<f64>| s.filter(|_| n > 0).map(|s| s * 1e6 / n as f64);
     json!({
         "label": args.label,
         "target": if args.stdio.is_empty() { args.url.clone() } else { args.stdio.join(" ") },
@@ -269,6 +325,8 @@ fn report(args: &Args, sessions: usize, mut t: Tally) -> Value {
         "p999_ms": pct(99.9),
         "max_ms": pct(100.0),
         "mean_ms": mean,
+        "server_cpu_us_per_call": per_call_us(cpu.server_s),
+        "client_cpu_us_per_call": per_call_us(cpu.client_s),
         "transport_errors": t.transport_errors,
         "tool_errors": t.tool_errors,
         "first_error": t.first_error,
@@ -299,6 +357,12 @@ fn print_text(r: &Value) {
         f("p999_ms"),
         f("max_ms")
     );
+    if let Some(us) = r["server_cpu_us_per_call"].as_f64() {
+        println!("  server    {us:.0} µs CPU per call");
+    }
+    if let Some(us) = r["client_cpu_us_per_call"].as_f64() {
+        println!("  loadgen   {us:.0} µs CPU per call");
+    }
     println!(
         "  errors    transport {}   tool {}",
         r["transport_errors"], r["tool_errors"]

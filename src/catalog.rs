@@ -229,7 +229,14 @@ pub fn compile(
     let mut quota_at = |field: &str, rate: Option<&spec::model::Rate>| {
         rate.and_then(|r| {
             rate::quota(r)
-                .map_err(|m| issues.push(SpecIssue::at(field, m)))
+                .map_err(|m| {
+                    // `field` names `….rate`; a bad burst is reported at `….burst`.
+                    let at = match m.starts_with("burst") {
+                        true => field.replace(".rate", ".burst"),
+                        false => field.to_string(),
+                    };
+                    issues.push(SpecIssue::at(at, m))
+                })
                 .ok()
         })
     };

@@ -43,6 +43,13 @@ struct ConfigFile {
     auth: Option<AuthConfig>,
 }
 
+fn field_prefix(field: &str) -> String {
+    match field {
+        "" | "." => String::new(),
+        f => format!("field `{f}`: "),
+    }
+}
+
 /// The settings tollgate runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -65,7 +72,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: field `{field}`: {message}")]
+    #[error("config file {path}: {}{message}", field_prefix(.field))]
     Invalid {
         path: PathBuf,
         field: String,

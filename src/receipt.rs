@@ -514,7 +514,7 @@ pub(crate) mod tests {
         let err = "alowed".parse::<Decision>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown decision \"alowed\"; expected one of: allowed, denied, rate_limited, invalid, unknown_tool"
+            "unknown decision \"alowed\"; expected one of: allowed, denied, rate_limited, invalid, unknown_tool, unavailable"
         );
     }
 

@@ -1645,10 +1645,14 @@ fn spec_cases() -> Vec<SpecCase> {
                 write(
                     f,
                     "specs/deep.yaml",
-                    format!("{BASE}tags: {}\n", "[".repeat(10_000)),
+                    format!(
+                        "name: deep\ndescription: x\nrun: {{static: {{text: hi}}}}\ninput_schema: {}{}\n",
+                        "[".repeat(10_000),
+                        "]".repeat(10_000)
+                    ),
                 )
             },
-            expect: &["field `tags", "recursion limit exceeded"],
+            expect: &["field `input_schema", "recursion limit exceeded"],
         },
         SpecCase {
             name: "symlink_outside_the_spec_directory",
@@ -2159,79 +2163,66 @@ async fn key_revoked_mid_session() {
 
 // ---------------------------------------------------------------------------
 // Unknown tool names: a JSON-RPC -32602 error naming the tools there are,
-// and an `unknown_tool` receipt holding the name as sent
+// and an `unknown_tool` receipt. A name longer than any served name (64
+// characters) is shown and stored as its first 64 characters and a digest.
+
+/// How an unknown name appears in the error and the receipt.
+fn shown_name(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        None => name.to_string(),
+        Some((cut, _)) => {
+            let sha = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+            format!("{}…(sha256:{})", &name[..cut], &sha[..16])
+        }
+    }
+}
 
 #[tokio::test]
 async fn unknown_tool_names() {
     let f = Fixture::new();
     let client = f.client("alice").await;
-    let long = "n".repeat(10_000);
     let names = [
-        "",
-        "a/b",
-        "../echo",
-        "tools/call",
-        "ECHO",
-        " echo",
-        "echo\n",
-        "echo\u{0}",
-        "🦀\u{202e}ohce",
-        long.as_str(),
+        String::new(),
+        "a/b".into(),
+        "../echo".into(),
+        "tools/call".into(),
+        "ECHO".into(),
+        " echo".into(),
+        "echo\n".into(),
+        "echo\u{0}".into(),
+        "🦀\u{202e}ohce".into(),
+        "n".repeat(64),
+        "n".repeat(65),
+        "é".repeat(10_000),
+        "n".repeat(2 << 20),
     ];
-    for name in names {
+    for name in &names {
+        let case = clip(name);
         let err = client
             .call_tool(call_params(name, json!({})))
             .await
             .expect_err("unknown tool is a JSON-RPC error");
         let rmcp::ServiceError::McpError(e) = err else {
-            panic!("{name:?}: not a JSON-RPC error: {err}");
+            panic!("{case}: not a JSON-RPC error: {err}");
         };
-        assert_eq!(e.code.0, -32602, "{name:?}");
-        assert_eq!(
-            e.message,
-            format!("unknown tool `{name}`; available tools: echo"),
-            "{name:?}"
-        );
+        assert_eq!(e.code.0, -32602, "{case}");
+        let shown = shown_name(name);
+        exact(format!("unknown tool `{shown}`; available tools: echo")).check(&case, &e.message);
         let id = e
             .data
             .as_ref()
             .and_then(|d| d["tollgate/receipt_id"].as_str())
             .expect("receipt id in data");
         let rec = f.receipt(id).await;
-        assert_eq!(rec["decision"], "unknown_tool", "{name:?}");
-        assert_eq!(rec["outcome"], "not_run", "{name:?}");
-        assert_eq!(rec["tool"], name, "{name:?}");
-        assert_eq!(rec["version"], Value::Null, "{name:?}");
+        assert_eq!(rec["decision"], "unknown_tool", "{case}");
+        assert_eq!(rec["outcome"], "not_run", "{case}");
+        assert!(
+            rec["tool"] == shown.as_str(),
+            "{case}: receipt tool {}",
+            clip(rec["tool"].as_str().unwrap())
+        );
+        assert_eq!(rec["version"], Value::Null, "{case}");
     }
     assert_eq!(f.receipts().await.len(), names.len());
-    client.cancel().await.unwrap();
-}
-
-#[tokio::test]
-#[ignore = "BUG: an unknown tool name is stored in the receipt and echoed in the error whole: a 2 MiB name (over max_args_bytes) makes a 2 MiB receipt and a 2 MiB error"]
-async fn huge_unknown_tool_name_is_bounded() {
-    let f = Fixture::new();
-    let client = f.client("alice").await;
-    let name = "n".repeat(2 << 20);
-    let err = client
-        .call_tool(call_params(&name, json!({})))
-        .await
-        .expect_err("unknown tool");
-    let rmcp::ServiceError::McpError(e) = err else {
-        panic!("not a JSON-RPC error");
-    };
-    assert_eq!(e.code.0, -32602);
-    assert!(
-        e.message.len() < 4096,
-        "error echoes {} bytes",
-        e.message.len()
-    );
-    let receipts = f.receipts().await;
-    let tool = receipts[0]["tool"].as_str().unwrap();
-    assert!(
-        tool.len() < 1024,
-        "receipt stores a {}-byte tool name",
-        tool.len()
-    );
     client.cancel().await.unwrap();
 }

@@ -1,6 +1,5 @@
 //! `tollgate call`: one governed call from the command line.
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
@@ -25,15 +24,18 @@ pub struct CallArgs {
 
 pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
     let settings = global.settings(args.principal)?;
-    let arguments: Map<String, Value> = match serde_json::from_str::<Value>(&args.args)
-        .with_context(|| format!("--args is not valid JSON: {}", args.args))?
-    {
-        Value::Object(map) => map,
-        other => anyhow::bail!(
-            "--args must be a JSON object like '{{\"message\":\"hi\"}}', not {}",
-            kind(&other)
-        ),
-    };
+    let arguments: Map<String, Value> =
+        match serde_json::from_str::<Value>(&args.args).map_err(|e| {
+            anyhow::anyhow!(
+                "--args is not valid JSON ({e}); pass an object like '{{\"message\":\"hi\"}}'"
+            )
+        })? {
+            Value::Object(map) => map,
+            other => anyhow::bail!(
+                "--args must be a JSON object like '{{\"message\":\"hi\"}}', not {}",
+                kind(&other)
+            ),
+        };
     let identity = local_identity(&settings, "cli")?;
     let app = App::start(&settings).await?;
     let origin = Origin {

@@ -109,6 +109,20 @@ impl Global {
     }
 }
 
+/// Text that came from a client or a tool, made safe to print on a terminal:
+/// control characters (ANSI escape sequences, carriage returns) are escaped.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Run the parsed command; the result is the process exit status.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {

@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use super::EXIT_FAILED;
 use super::app::open_store;
+use super::{EXIT_FAILED, printable};
 use tollgate::config::Settings;
 use tollgate::receipt::{Decision, Receipt};
 use tollgate::store::ReceiptFilter;
@@ -22,7 +22,7 @@ pub enum ReceiptsCmd {
         /// Only calls by this principal.
         #[arg(long)]
         principal: Option<String>,
-        /// allowed, denied, rate_limited, invalid or unknown_tool
+        /// allowed, denied, rate_limited, invalid, unknown_tool or unavailable
         #[arg(long)]
         decision: Option<Decision>,
         /// Only receipts newer than this, e.g. 30m, 1h, 7d.
@@ -88,13 +88,13 @@ pub async fn run(settings: &Settings, cmd: ReceiptsCmd) -> anyhow::Result<u8> {
                 for r in &receipts {
                     let tool = match r.content.version {
                         Some(v) => format!("{}@v{v}", r.content.tool),
-                        None => r.content.tool.clone(),
+                        None => printable(&r.content.tool),
                     };
                     println!(
                         "{:<36} {:<27} {:<10} {:<20} {:<13} {:<8} {:>9.1}",
                         r.content.id,
                         r.content.ts,
-                        r.content.principal.as_deref().unwrap_or("-"),
+                        printable(r.content.principal.as_deref().unwrap_or("-")),
                         tool,
                         r.content.decision.as_str(),
                         r.content.outcome.as_str(),
@@ -116,10 +116,19 @@ pub async fn run(settings: &Settings, cmd: ReceiptsCmd) -> anyhow::Result<u8> {
         ReceiptsCmd::Verify => {
             let report = store.verify_chain().await?;
             match report.first_bad {
-                None => println!(
-                    "ok: {} receipt(s) checked; the chain is intact",
-                    report.checked
-                ),
+                None => {
+                    println!(
+                        "ok: {} receipt(s) checked; the chain is intact",
+                        report.checked
+                    );
+                    // Truncation at the end leaves a valid (shorter) chain;
+                    // only a head saved elsewhere can reveal it.
+                    if let Some((seq, hash)) = report.last_good {
+                        println!(
+                            "head: receipt #{seq} hash {hash} (save it elsewhere to detect later truncation)"
+                        );
+                    }
+                }
                 Some(bad) => {
                     println!("BROKEN: receipt #{} ({}): {}", bad.seq, bad.id, bad.problem);
                     println!("{} receipt(s) before it are intact", report.checked);
@@ -143,32 +152,32 @@ fn since_to_ts(text: &str) -> anyhow::Result<String> {
 
 fn print_receipt(r: &Receipt) {
     let n = &r.content;
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let opt = |v: &Option<String>| printable(v.as_deref().unwrap_or("-"));
     println!("receipt   {} (#{})", n.id, r.seq);
     println!("time      {}", n.ts);
     println!(
         "principal {} (roles: {}; auth: {})",
         opt(&n.principal),
-        n.roles.join(", "),
-        n.auth
+        printable(&n.roles.join(", ")),
+        printable(&n.auth)
     );
     println!(
         "transport {}{}",
         n.transport,
         n.session
             .as_ref()
-            .map(|s| format!(" session {s}"))
+            .map(|s| format!(" session {}", printable(s)))
             .unwrap_or_default()
     );
     println!(
         "tool      {} v{} (spec {})",
-        n.tool,
+        printable(&n.tool),
         n.version
             .map(|v| v.to_string())
             .unwrap_or_else(|| "-".into()),
         opt(&n.spec_hash)
     );
-    println!("arguments {}", n.args);
+    println!("arguments {}", printable(&n.args.to_string()));
     println!("decision  {}", n.decision.as_str());
     println!("reason    {}", opt(&n.reason));
     println!("outcome   {}", n.outcome.as_str());

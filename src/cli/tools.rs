@@ -61,7 +61,12 @@ pub async fn run(settings: &Settings, cmd: ToolsCmd) -> anyhow::Result<u8> {
                     None => None,
                 };
                 let (hash, source) = version
-                    .map(|v| (v.hash[..12].to_string(), v.source_path))
+                    .map(|v| {
+                        (
+                            v.hash.get(..12).unwrap_or(&v.hash).to_string(),
+                            v.source_path,
+                        )
+                    })
                     .unwrap_or_else(|| ("-".into(), "(spec file removed; not served)".into()));
                 println!(
                     "{:<24} {:>7} {:<6} {:<12} {}",

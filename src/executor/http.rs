@@ -402,7 +402,11 @@ impl CompiledHttp {
             return Ok(ExecOutput::error(text));
         }
         let cap = self.max_response_bytes;
-        let too_big = || ExecError::Failed(format!("response body exceeded {cap} bytes"));
+        let too_big = || {
+            ExecError::Failed(format!(
+                "response body exceeded {cap} bytes (the spec's `run.http.max_response_bytes`)"
+            ))
+        };
         if response.content_length().is_some_and(|n| n > cap as u64) {
             return Err(too_big());
         }
@@ -509,6 +513,17 @@ mod tests {
             .route(
                 "/loop",
                 get(|| async { axum::response::Redirect::temporary("/loop") }),
+            )
+            .route(
+                "/elsewhere",
+                get(|headers: HeaderMap| async move {
+                    // Same port, other host name: another origin.
+                    let host = headers["host"]
+                        .to_str()
+                        .unwrap()
+                        .replace("127.0.0.1", "localhost");
+                    axum::response::Redirect::temporary(&format!("http://{host}/text"))
+                }),
             )
             .route(
                 "/to-file",
@@ -644,7 +659,8 @@ mod tests {
         assert_eq!(
             out,
             Err(ExecError::Failed(
-                "response body exceeded 1048576 bytes".into()
+                "response body exceeded 1048576 bytes (the spec's `run.http.max_response_bytes`)"
+                    .into()
             ))
         );
     }
@@ -669,7 +685,7 @@ mod tests {
             panic!("expected failure")
         };
         let want =
-            format!("GET http://127.0.0.1:{port}/x failed: could not connect: Connection refused");
+            format!("GET http://127.0.0.1:{port}/… failed: could not connect: Connection refused");
         assert_eq!(msg, want);
     }
 
@@ -681,10 +697,18 @@ mod tests {
         let Err(ExecError::Failed(msg)) = out else {
             panic!("expected failure, got {out:?}")
         };
-        let want = format!(
-            "GET {base}/loop failed: redirect not followed: too many redirects (more than 5)"
-        );
+        let want =
+            format!("GET {base}/… failed: redirect not followed: too many redirects (more than 5)");
         assert_eq!(msg, want);
+        // Spec headers must not travel to another origin.
+        let yaml = format!("http: {{ url: '{base}/elsewhere', headers: {{ X-Api-Key: k }} }}");
+        let Err(ExecError::Failed(msg)) = call(&yaml, &[], json!({}), SEC).await else {
+            panic!("a cross-origin redirect must not be followed")
+        };
+        assert!(
+            msg.contains("refusing to follow a redirect to another origin (http://localhost:"),
+            "{msg}"
+        );
         // reqwest does not follow non-http(s) redirects at all; the 3xx comes back.
         let yaml = format!("http: {{ url: '{base}/to-file' }}");
         let out = call(&yaml, &[], json!({}), SEC).await.unwrap();

@@ -24,6 +24,23 @@ use crate::auth::Authenticator;
 use crate::pipeline::Identity;
 use crate::shutdown::Shutdown;
 
+/// Tracked addresses above which the failure maps are pruned.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// The address a failure budget belongs to. An IPv6 client usually controls
+/// a whole /64, so that is the unit; otherwise each guess could come from a
+/// fresh address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+    }
+}
+
 /// Per-client-address budget of failed authentications. When it runs out
 /// the address is refused (429) without any credential being checked, until
 /// the budget refills, so guessing keys is slow.
@@ -76,10 +93,13 @@ impl FailureLimiter {
             self.blocked
                 .insert(ip, Instant::now() + wait.max(Duration::from_secs(1)));
         }
-        if self.blocked.len() > 100_000 {
+        // Forget addresses whose budget refilled, so the maps stay bounded by
+        // the recently failing addresses, not by every address ever seen.
+        if self.blocked.len() + self.failures.len() > PRUNE_ABOVE {
             let now = Instant::now();
             self.blocked.retain(|_, until| *until > now);
             self.failures.retain_recent();
+            self.failures.shrink_to_fit();
         }
     }
 }
@@ -127,7 +147,7 @@ pub async fn authenticate(
         // --insecure-no-auth: the session's identity is fixed by the operator.
         return next.run(request).await;
     };
-    let ip = peer.ip();
+    let ip = client_key(peer.ip());
     if let Some(wait) = guard.limiter.blocked_for(ip) {
         crate::metrics::auth_failure("throttled");
         let secs = wait.as_secs().max(1).to_string();

@@ -28,10 +28,17 @@ pub async fn check(
     let (parts, body) = request.into_parts();
     let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) if is_length_limit(&e) => {
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds {limit} bytes\n"),
+                format!("request body exceeds {limit} bytes (settings: http.max_body_bytes, max_args_bytes)\n"),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}\n"),
             )
                 .into_response();
         }
@@ -48,6 +55,18 @@ pub async fn check(
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// Whether reading the body failed because it hit the size limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Is `bytes` one JSON-RPC 2.0 message? Err = (code, message) to send back.

@@ -124,10 +124,21 @@ impl HttpServer {
         }
         let drain_timeout = match &self.settings.drain_timeout {
             None => DEFAULT_DRAIN_TIMEOUT,
-            Some(t) => humantime::parse_duration(t).map_err(|e| HttpError::Setting {
-                field: "http.drain_timeout",
-                message: format!("`{t}` is not a duration ({e})"),
-            })?,
+            Some(t) => match humantime::parse_duration(t) {
+                Ok(d) if d <= Duration::from_secs(3600) => d,
+                Ok(_) => {
+                    return Err(HttpError::Setting {
+                        field: "http.drain_timeout",
+                        message: format!("`{t}` is longer than the 1h maximum"),
+                    });
+                }
+                Err(e) => {
+                    return Err(HttpError::Setting {
+                        field: "http.drain_timeout",
+                        message: format!("`{t}` is not a duration ({e}); write e.g. 10s"),
+                    });
+                }
+            },
         };
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
@@ -206,7 +217,7 @@ impl HttpServer {
             .settings
             .max_body_bytes
             .unwrap_or(DEFAULT_MAX_BODY_BYTES)
-            .max(pipeline.max_args_bytes + 64 * 1024);
+            .max(pipeline.max_args_bytes.saturating_add(64 * 1024));
         let config = StreamableHttpServerConfig::default()
             .with_allowed_hosts(hosts)
             .with_allowed_origins(origins)
@@ -268,6 +279,7 @@ impl HttpServer {
                 None
             },
             resource_metadata: self.auth.as_ref().and_then(|a| a.resource_metadata()),
+            readiness: ops::Readiness::default(),
         });
         Ok(mcp.merge(ops))
     }

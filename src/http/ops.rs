@@ -19,6 +19,39 @@ pub struct OpsState {
     /// `None` when metrics are served on their own address.
     pub metrics: Option<PrometheusHandle>,
     pub resource_metadata: Option<serde_json::Value>,
+    pub readiness: Readiness,
+}
+
+/// The database probe behind `/readyz`, rate-limited: `/readyz` needs no
+/// credentials, so a flood of probes must not compete with the receipt
+/// writer for the write lock. At most one probe runs per second; others get
+/// the last answer.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    last: Arc<tokio::sync::Mutex<Option<Probe>>>,
+}
+
+/// When the last probe ran, and what it found.
+type Probe = (std::time::Instant, Result<(), String>);
+
+impl Readiness {
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+    const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    async fn check(&self, store: &Store) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < Self::FRESH
+        {
+            return result.clone();
+        }
+        let result = match tokio::time::timeout(Self::PROBE_TIMEOUT, store.check_writable()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the write lock was not free within 2 s".to_string()),
+        };
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result
+    }
 }
 
 pub fn router(state: OpsState) -> Router {
@@ -64,7 +97,7 @@ async fn readyz(State(s): State<OpsState>) -> Response {
     if s.pipeline.catalog.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no tools loaded\n").into_response();
     }
-    match s.store.check_writable().await {
+    match s.readiness.check(&s.store).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

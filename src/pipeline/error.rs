@@ -24,7 +24,9 @@ pub enum CallError {
     #[error("unknown tool `{name}`; available tools: {}", .known.join(", "))]
     UnknownTool { name: String, known: Vec<String> },
 
-    #[error("arguments for `{tool}` are {size} bytes of JSON; the limit is {limit} bytes")]
+    #[error(
+        "arguments for `{tool}` are {size} bytes of JSON; the limit is {limit} bytes (the server's max_args_bytes)"
+    )]
     ArgsTooLarge {
         tool: String,
         size: usize,

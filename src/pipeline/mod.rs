@@ -85,10 +85,13 @@ impl Pipeline {
     pub async fn call(&self, identity: &Identity, origin: Origin, req: CallRequest) -> CallReply {
         let _running = self.shutdown.track();
         let args = req.arguments.unwrap_or_default();
-        let (mut draft, size) = self.draft(origin, &req.tool, &args);
-        let span = tracing::info_span!("call", receipt_id = %draft.id, tool = %req.tool, principal = %identity.principal);
+        // Served names are short; a longer one cannot resolve, and is only
+        // recorded and logged in bounded form.
+        let tool = record::bounded_name(&req.tool);
+        let (mut draft, size) = self.draft(origin, &identity.auth, &tool, &args);
+        let span = tracing::info_span!("call", receipt_id = %draft.id, tool = %tool, principal = %identity.principal);
         let governed = self
-            .govern(identity, &req.tool, args, size, &mut draft)
+            .govern(identity, &tool, args, size, &mut draft)
             .instrument(span.clone())
             .await;
         self.record(draft, governed).instrument(span).await
@@ -96,14 +99,20 @@ impl Pipeline {
 
     /// Start the receipt. Arguments over the size limit are stored as a
     /// digest: a 1 GiB payload must not become a 1 GiB receipt.
-    fn draft(&self, origin: Origin, tool: &str, args: &Map<String, Value>) -> (Draft, usize) {
+    fn draft(
+        &self,
+        origin: Origin,
+        auth: &str,
+        tool: &str,
+        args: &Map<String, Value>,
+    ) -> (Draft, usize) {
         let raw = serde_json::to_string(args).unwrap_or_default();
         let stored = if raw.len() > self.max_args_bytes {
             record::oversized_args(raw.len(), &raw)
         } else {
             Value::Object(args.clone())
         };
-        (Draft::start(origin, tool, stored), raw.len())
+        (Draft::start(origin, auth, tool, stored), raw.len())
     }
 
     /// Finish and commit the receipt, then build the reply (never before).

@@ -33,6 +33,7 @@ pub struct Draft {
     ts: String,
     started: Instant,
     origin: Origin,
+    auth: String,
     tool: String,
     args: Value,
     principal: Option<(String, Vec<String>, String)>,
@@ -42,12 +43,15 @@ pub struct Draft {
 
 impl Draft {
     /// Start a receipt for a call to `tool` with `args` as received.
-    pub fn start(origin: Origin, tool: &str, args: Value) -> Draft {
+    /// `auth` is how the transport established the caller's identity; it is
+    /// recorded even when authentication then refuses the call.
+    pub fn start(origin: Origin, auth: &str, tool: &str, args: Value) -> Draft {
         Draft {
             id: uuid::Uuid::now_v7().to_string(),
             ts: now_ts(),
             started: Instant::now(),
             origin,
+            auth: auth.to_string(),
             tool: tool.to_string(),
             args,
             principal: None,
@@ -83,7 +87,7 @@ impl Draft {
     ) -> NewReceipt {
         let (principal, roles, auth) = match self.principal {
             Some((n, r, a)) => (Some(n), r, a),
-            None => (None, Vec::new(), self.origin.transport.clone()),
+            None => (None, Vec::new(), self.auth),
         };
         let (version, spec_hash) = match self.version {
             Some((v, h)) => (Some(v), Some(h)),
@@ -143,4 +147,36 @@ pub fn oversized_args(size: usize, raw: &str) -> Value {
         "_tollgate_omitted": format!("{size} bytes of arguments, over the limit"),
         "sha256": canonical::sha256_hex(raw.as_bytes()),
     })
+}
+
+/// Longest tool name kept verbatim in receipts, logs and messages. Served
+/// names are at most 64 characters; anything longer is client noise, and an
+/// append-only table must not store megabytes of it per call.
+const MAX_NAME_CHARS: usize = 64;
+
+/// `name`, or its first 64 characters plus a digest of the whole.
+pub fn bounded_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(MAX_NAME_CHARS) {
+        None => std::borrow::Cow::Borrowed(name),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!(
+            "{}…(sha256:{})",
+            &name[..cut],
+            &canonical::sha256_hex(name.as_bytes())[..16]
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_bounded() {
+        assert_eq!(bounded_name("echo"), "echo");
+        let long = "é".repeat(10_000);
+        let b = bounded_name(&long);
+        assert!(b.chars().count() < 100, "{b}");
+        assert!(b.starts_with(&"é".repeat(64)));
+        assert!(b.contains("…(sha256:"));
+    }
 }

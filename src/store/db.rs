@@ -120,16 +120,15 @@ impl Store {
             action: "take the database write lock",
             source,
         };
-        let mut conn = self.pool().acquire().await.map_err(sql)?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
+        // A sqlx transaction rolls back if this future is dropped half-way
+        // (a probe that timed out), so no pooled connection is ever left
+        // holding the write lock.
+        let tx = self
+            .pool()
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sql)?;
-        sqlx::query("ROLLBACK")
-            .execute(&mut *conn)
-            .await
-            .map_err(sql)?;
-        Ok(())
+        tx.rollback().await.map_err(sql)
     }
 }
 
