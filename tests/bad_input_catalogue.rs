@@ -382,7 +382,7 @@ async fn stdio_malformed_json_rpc() {
         raw(
             "tools_call_as_notification",
             r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}"#,
-            invalid_request(),
+            Reply::Nothing,
             Receipt::None,
         ),
         raw(
@@ -484,7 +484,6 @@ fn malformed_call_params() -> Vec<(&'static str, &'static str, &'static str)> {
 }
 
 #[tokio::test]
-#[ignore = "BUG: tools/call params rmcp cannot decode (missing name, arguments not an object) get -32601 \"tools/call\" (method not found), not -32602 naming the field"]
 async fn stdio_malformed_tools_call_params_are_invalid_params() {
     let cases = malformed_call_params()
         .into_iter()
@@ -492,8 +491,8 @@ async fn stdio_malformed_tools_call_params_are_invalid_params() {
             raw(
                 name,
                 format!(r#"{{"jsonrpc":"2.0","id":"ID","method":"tools/call","params":{params}}}"#),
-                rpc_error(-32602, contains(&[field]), true),
-                Receipt::None,
+                rpc_error(-32602, contains(&["malformed tools/call", field]), true),
+                Written("invalid", "not_run"),
             )
         })
         .collect();
@@ -700,7 +699,7 @@ async fn http_malformed_json_rpc() {
             "body_over_4_mib",
             big,
             413,
-            Reply::Plain(exact("request body exceeds 4194304 bytes\n")),
+            Reply::Plain(prefix("request body exceeds 4194304 bytes")),
             Receipt::None,
         ),
     ];
@@ -708,7 +707,6 @@ async fn http_malformed_json_rpc() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: JSON-RPC envelopes rmcp cannot decode (params not an object, id an object) get HTTP 415 with a plain-text body, not a -32600 JSON-RPC error"]
 async fn http_undecodable_envelope_gets_invalid_request() {
     let invalid = || rpc_error(-32600, prefix("Invalid Request"), false);
     let cases = vec![
@@ -738,7 +736,6 @@ async fn http_undecodable_envelope_gets_invalid_request() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: tools/call params rmcp cannot decode (missing name, arguments not an object) get -32601 \"tools/call\" (method not found), not -32602 naming the field"]
 async fn http_malformed_tools_call_params_are_invalid_params() {
     let cases = malformed_call_params()
         .into_iter()
@@ -747,8 +744,8 @@ async fn http_malformed_tools_call_params_are_invalid_params() {
                 name,
                 format!(r#"{{"jsonrpc":"2.0","id":"ID","method":"tools/call","params":{params}}}"#),
                 200,
-                rpc_error(-32602, contains(&[field]), true),
-                Receipt::None,
+                rpc_error(-32602, contains(&["malformed tools/call", field]), true),
+                Written("invalid", "not_run"),
             )
         })
         .collect();
@@ -1011,7 +1008,7 @@ async fn hostile_arguments() {
                 "echo",
                 json!({"message": ten_mib}),
                 true,
-                exact(
+                prefix(
                     "arguments for `echo` are 10485774 bytes of JSON; the limit is 1048576 bytes",
                 ),
                 INVALID,
@@ -1036,10 +1033,12 @@ async fn hostile_arguments() {
 // Command tools: hostile output, hanging programs, path-looking arguments
 
 /// A command tool spec; `extra` is more YAML under `run.command` (indented 4).
-/// Tools named `sleeper`, `stubborn` or `daemonizer` time out after 300ms, others after 10s.
+/// `sleeper` times out after 300ms; `stubborn` and `daemonizer` after 1s (long
+/// enough for pgrep to see their children); others after 10s.
 fn command_spec(name: &str, argv: &str, props: &str, extra: &str) -> String {
     let timeout = match name {
-        "sleeper" | "stubborn" | "daemonizer" => "300ms",
+        "sleeper" => "300ms",
+        "stubborn" | "daemonizer" => "1s",
         _ => "10s",
     };
     format!(
@@ -1310,7 +1309,7 @@ async fn children_that_ignore_sigterm_or_hold_stdout_are_killed_at_the_timeout()
         assert_eq!(r.is_error, Some(true), "{name}");
         assert_eq!(
             text(&r),
-            format!("tool `{name}` timed out after 300ms and was stopped")
+            format!("tool `{name}` timed out after 1s and was stopped")
         );
         let rec = f.receipt(&receipt_id(&r)).await;
         assert_eq!(
@@ -1344,7 +1343,7 @@ async fn hostile_upstream(sent: Arc<AtomicU64>) -> String {
     };
     let (s1, s2) = (sent.clone(), sent);
     let app = axum::Router::new()
-        .route("/hang", get(|| std::future::pending::<&'static str>()))
+        .route("/hang", get(std::future::pending::<&'static str>))
         .route(
             "/stall",
             get(|| async {
@@ -1393,6 +1392,15 @@ async fn hostile_upstream(sent: Arc<AtomicU64>) -> String {
         .route(
             "/to-file",
             get(|| async { axum::response::Redirect::temporary("file:///etc/passwd") }),
+        )
+        .route(
+            "/elsewhere",
+            get(|headers: axum::http::HeaderMap| async move {
+                // The same server under another name is another origin.
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                let port = host.and_then(|h| h.rsplit(':').next()).unwrap_or_default();
+                axum::response::Redirect::temporary(&format!("http://localhost:{port}/x"))
+            }),
         )
         .fallback(|uri: Uri| async move { uri.to_string() });
     http_server(app).await
@@ -1462,7 +1470,7 @@ async fn hostile_http_upstream() {
             "up",
             route("gib"),
             true,
-            exact("tool `up` failed: response body exceeded 1048576 bytes"),
+            prefix("tool `up` failed: response body exceeded 1048576 bytes"),
             FAILED,
         ),
         call_case(
@@ -1470,7 +1478,7 @@ async fn hostile_http_upstream() {
             "up",
             route("gib-declared"),
             true,
-            exact("tool `up` failed: response body exceeded 1048576 bytes"),
+            prefix("tool `up` failed: response body exceeded 1048576 bytes"),
             FAILED,
         ),
         call_case(
@@ -1487,7 +1495,7 @@ async fn hostile_http_upstream() {
             route("fail"),
             true,
             exact(format!(
-                "HTTP 500 Internal Server Error from GET {base}/fail: boom"
+                "HTTP 500 Internal Server Error from GET {base}/…: boom"
             )),
             FAILED,
         ),
@@ -1504,8 +1512,16 @@ async fn hostile_http_upstream() {
             "up",
             route("to-file"),
             true,
+            exact(format!("HTTP 307 Temporary Redirect from GET {base}/…")),
+            FAILED,
+        ),
+        call_case(
+            "redirect_to_another_origin",
+            "up",
+            route("elsewhere"),
+            true,
             prefix(format!(
-                "tool `up` failed: GET {base}/to-file failed: redirect not followed"
+                "tool `up` failed: GET {base}/… failed: redirect not followed: refusing to follow a redirect to another origin (http://localhost:"
             )),
             FAILED,
         ),
@@ -1850,8 +1866,8 @@ fn spec_cases() -> Vec<SpecCase> {
                 )
             },
             expect: &[
-                "field `run.http.url`: `{{ args.msg }}/items` is not an absolute http or https URL (relative URL without a base)",
-                "hint: write e.g. http://127.0.0.1:8080/items/{{ args.id }}",
+                "field `run.http.url`: `{{ args.msg }}/items` puts a placeholder in the scheme, host or port",
+                "hint: placeholders may fill the path and query only",
             ],
         },
         SpecCase {
@@ -1941,7 +1957,6 @@ fn broken_spec_files() {
 }
 
 #[test]
-#[ignore = "BUG: a placeholder in the URL authority (`https://{{ args.host }}/x`) is accepted, so the caller picks the host (e.g. 169.254.169.254) without the explicit whole-URL form"]
 fn placeholder_in_url_authority_is_rejected() {
     check_spec_case(&SpecCase {
         name: "placeholder_as_host",

@@ -223,6 +223,24 @@ fn compile_url(
     if let Some(p) = template.as_single_placeholder() {
         return Some(UrlTemplate::Whole(p.clone()));
     }
+    // The operator chooses where requests go: a placeholder in the scheme,
+    // host or port would let the caller pick any host (169.254.169.254, say)
+    // without the explicit whole-URL form.
+    let authority_end = source
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| source[start..].find(['/', '?', '#']).map(|j| start + j))
+        .unwrap_or(source.len());
+    if source[..authority_end].contains("{{") {
+        issues.push(
+            SpecIssue::at(
+                FIELD,
+                format!("`{source}` puts a placeholder in the scheme, host or port"),
+            )
+            .hint("placeholders may fill the path and query only; to let callers choose the whole URL, make `url` exactly one placeholder"),
+        );
+        return None;
+    }
     // Try it with a dummy value that is valid as a host, port and path.
     let trial = template
         .substitute(|_| Some("1".to_owned()))

@@ -87,6 +87,25 @@ fn envelope(bytes: &[u8]) -> Result<(), (i64, String)> {
     if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err((-32600, "Invalid Request: `jsonrpc` must be \"2.0\"".into()));
     }
+    // JSON-RPC 2.0: params are structured, ids are strings, numbers or null.
+    if msg
+        .get("params")
+        .is_some_and(|p| !p.is_object() && !p.is_array())
+    {
+        return Err((
+            -32600,
+            "Invalid Request: `params` must be an object or an array".into(),
+        ));
+    }
+    if msg
+        .get("id")
+        .is_some_and(|id| !(id.is_string() || id.is_number() || id.is_null()))
+    {
+        return Err((
+            -32600,
+            "Invalid Request: `id` must be a string, a number or null".into(),
+        ));
+    }
     let is_request = msg.get("method").is_some_and(Value::is_string);
     let is_response =
         msg.contains_key("id") && (msg.contains_key("result") || msg.contains_key("error"));
@@ -117,5 +136,17 @@ mod tests {
         assert!(envelope(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).is_ok());
         assert!(envelope(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).is_ok());
         assert!(envelope(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
+        assert_eq!(
+            envelope(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#)
+                .unwrap_err()
+                .0,
+            -32600
+        );
+        assert_eq!(
+            envelope(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#)
+                .unwrap_err()
+                .0,
+            -32600
+        );
     }
 }

@@ -59,6 +59,9 @@ pub enum CallError {
 
     #[error("tollgate is shutting down and takes no new calls; retry against a running instance")]
     ShuttingDown,
+
+    #[error("malformed tools/call: {0}")]
+    Malformed(String),
 }
 
 impl CallError {
@@ -67,7 +70,9 @@ impl CallError {
         match self {
             CallError::Unauthenticated(_) | CallError::Denied { .. } => Decision::Denied,
             CallError::UnknownTool { .. } => Decision::UnknownTool,
-            CallError::ArgsTooLarge { .. } | CallError::InvalidArgs { .. } => Decision::Invalid,
+            CallError::ArgsTooLarge { .. }
+            | CallError::InvalidArgs { .. }
+            | CallError::Malformed(_) => Decision::Invalid,
             CallError::RateLimited { .. } => Decision::RateLimited,
             CallError::ShuttingDown => Decision::Unavailable,
             // Only raised after a decision was already recorded-or-attempted.

@@ -97,6 +97,22 @@ impl Pipeline {
         self.record(draft, governed).instrument(span).await
     }
 
+    /// Record a `tools/call` whose params could not even be decoded (no
+    /// tool name, arguments that are not an object): it was attempted, so it
+    /// gets a receipt like any other refusal.
+    pub async fn malformed(
+        &self,
+        identity: &Identity,
+        origin: Origin,
+        tool: &str,
+        why: String,
+    ) -> CallReply {
+        let _running = self.shutdown.track();
+        let tool = record::bounded_name(tool);
+        let (draft, _) = self.draft(origin, &identity.auth, &tool, &Map::new());
+        self.record(draft, Err(CallError::Malformed(why))).await
+    }
+
     /// Start the receipt. Arguments over the size limit are stored as a
     /// digest: a 1 GiB payload must not become a 1 GiB receipt.
     fn draft(

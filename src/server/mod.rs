@@ -12,8 +12,9 @@ mod tools;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode,
+    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -148,6 +149,51 @@ impl ServerHandler for TollgateServer {
     ) -> Result<(), ErrorData> {
         tracing::debug!(level = ?request.level, "client set its log level");
         Ok(())
+    }
+
+    /// Methods rmcp does not know, and known ones whose params it could not
+    /// decode. A `tools/call` of the latter kind (no `name`, `arguments` not
+    /// an object) is still an attempted call, so it is receipted and answered
+    /// with "invalid params"; anything else is "method not found".
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        if request.method != "tools/call" {
+            return Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                request.method,
+                None,
+            ));
+        }
+        let params = request.params.unwrap_or(serde_json::Value::Null);
+        let name = params
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        let why = if !params.is_object() {
+            "`params` must be an object with `name` and `arguments`".to_string()
+        } else if params.get("name").and_then(|n| n.as_str()).is_none() {
+            "`params.name` must be a string naming the tool".to_string()
+        } else if params
+            .get("arguments")
+            .is_some_and(|a| !a.is_object() && !a.is_null())
+        {
+            "`params.arguments` must be a JSON object".to_string()
+        } else {
+            "the params do not match the tools/call schema".to_string()
+        };
+        let (identity, origin) = self.who(&context);
+        let identity = identity.unwrap_or_else(|| Identity::local("", "none"));
+        let reply = self
+            .pipeline
+            .malformed(&identity, origin, name, why.clone())
+            .await;
+        Err(ErrorData::invalid_params(
+            format!("malformed tools/call: {why}"),
+            Some(serde_json::json!({ META_RECEIPT_ID: reply.receipt_id })),
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

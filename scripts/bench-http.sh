@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Governed vs bare MCP calls: throughput and latency, Streamable HTTP and stdio.
+#
+#   scripts/bench-http.sh                 # ~5 min on 2 cores
+#   RUNS=3 SECS=2 scripts/bench-http.sh   # a quick look
+#
+# Builds release, then starts on loopback:
+#   bare      target/release/examples/bare_echo: rmcp + axum, one echo tool, nothing else
+#   governed  tollgate serve --http, API key auth (the real thing)
+#   noauth    tollgate serve --http --insecure-no-auth: governed minus authentication
+# and runs examples/loadgen against each at concurrency 1, 8 and 32, RUNS
+# times, interleaved (rep → concurrency → target) so machine noise hits all
+# alike. Then stdio: one client, concurrency 1, tollgate vs bare_echo --stdio.
+# Prints medians, governed/bare ratios and p99 added latency; writes
+# $OUT/results.csv and docs/bench/throughput.svg. See BENCHMARKS.md.
+#
+# tollgate serves the example tool-specs/ and principals.yaml, with one change:
+# echo's rate limit (600/minute) is raised to 1000000/second in a temporary copy,
+# so the limiter still runs on every call but never refuses.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-5}
+SECS=${SECS:-4}
+WARMUP=${WARMUP:-0.5s}
+CONCURRENCY=${CONCURRENCY:-"1 8 32"}
+SESSIONS=${SESSIONS:-4}
+PORT_BARE=${PORT_BARE:-18090}
+PORT_GOV=${PORT_GOV:-18080}
+PORT_NOAUTH=${PORT_NOAUTH:-18081}
+WORK=$(mktemp -d -t tollgate-bench.XXXXXX)
+OUT=${OUT:-$WORK}
+PLOT=${PLOT:-docs/bench/throughput.svg}
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "== build (release)"
+cargo build --release --locked --quiet --bin tollgate --example bare_echo --example loadgen
+TOLLGATE=$ROOT/target/release/tollgate
+BARE=$ROOT/target/release/examples/bare_echo
+LOADGEN=$ROOT/target/release/examples/loadgen
+
+echo "== setup in $WORK"
+mkdir -p "$WORK/specs" "$OUT"
+cp tool-specs/*.yaml "$WORK/specs/"
+sed -i 's|^\(\s*per_principal:\).*|\1 { rate: 1000000/second, burst: 1000000 }|' "$WORK/specs/echo.yaml"
+grep -q 'rate: 1000000/second' "$WORK/specs/echo.yaml" || {
+    echo "could not raise echo's rate limit in $WORK/specs/echo.yaml" >&2
+    exit 1
+}
+export TOLLGATE_SPECS=$WORK/specs TOLLGATE_PRINCIPALS=$ROOT/principals.yaml TOLLGATE_LOG=warn
+unset TOLLGATE_CONFIG TOLLGATE_PRINCIPAL
+TOKEN=$(TOLLGATE_DB=$WORK/governed.db "$TOLLGATE" keys create --principal alice --note bench 2>/dev/null)
+
+wait_http() { # URL
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "server at $1 did not come up" >&2
+    exit 1
+}
+
+"$BARE" --addr "127.0.0.1:$PORT_BARE" 2>"$WORK/bare.log" &
+PIDS+=($!); PID_BARE=$!
+TOLLGATE_DB=$WORK/governed.db "$TOLLGATE" serve --http "127.0.0.1:$PORT_GOV" 2>"$WORK/governed.log" &
+PIDS+=($!); PID_GOV=$!
+TOLLGATE_DB=$WORK/noauth.db "$TOLLGATE" serve --http "127.0.0.1:$PORT_NOAUTH" \
+    --insecure-no-auth --principal alice 2>"$WORK/noauth.log" &
+PIDS+=($!); PID_NOAUTH=$!
+wait_http "http://127.0.0.1:$PORT_BARE/mcp"
+wait_http "http://127.0.0.1:$PORT_GOV/healthz"
+wait_http "http://127.0.0.1:$PORT_NOAUTH/healthz"
+
+CSV=$OUT/results.csv
+echo "rep,transport,target,concurrency,calls_per_s,p50_ms,p99_ms,p999_ms,server_cpu_us_per_call,client_cpu_us_per_call,transport_errors,tool_errors" >"$CSV"
+
+# run REP TRANSPORT TARGET CONCURRENCY LOADGEN-ARGS... : one loadgen run → one CSV row
+run() {
+    local rep=$1 transport=$2 target=$3 c=$4
+    shift 4
+    local sessions=$((c < SESSIONS ? c : SESSIONS))
+    "$LOADGEN" --json --tool echo --args '{"message":"hi"}' --concurrency "$c" \
+        --sessions "$sessions" --duration "${SECS}s" --warmup "$WARMUP" --label "$target" "$@" \
+        | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+f = lambda k: "" if r.get(k) is None else ("%.3f" % r[k])
+print(",".join([sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], "%.1f" % r["calls_per_s"],
+    f("p50_ms"), f("p99_ms"), f("p999_ms"), f("server_cpu_us_per_call"),
+    f("client_cpu_us_per_call"), str(r["transport_errors"]), str(r["tool_errors"])]))
+if r["first_error"]:
+    print("   ", sys.argv[3], "c=" + sys.argv[4], r["first_error"], file=sys.stderr)
+' "$rep" "$transport" "$target" "$c" | tee -a "$CSV"
+}
+
+echo "== Streamable HTTP: $RUNS runs × concurrency {$CONCURRENCY} × {bare, governed, noauth}, ${SECS}s each"
+for rep in $(seq "$RUNS"); do
+    for c in $CONCURRENCY; do
+        run "$rep" http bare "$c" --url "http://127.0.0.1:$PORT_BARE/mcp" --server-pid "$PID_BARE"
+        run "$rep" http governed "$c" --url "http://127.0.0.1:$PORT_GOV/mcp" --token "$TOKEN" --server-pid "$PID_GOV"
+        run "$rep" http noauth "$c" --url "http://127.0.0.1:$PORT_NOAUTH/mcp" --server-pid "$PID_NOAUTH"
+    done
+done
+cleanup
+PIDS=()
+
+echo "== stdio: $RUNS runs × one client, concurrency 1, ${SECS}s each"
+for rep in $(seq "$RUNS"); do
+    run "$rep" stdio bare 1 -- "$BARE" --stdio
+    run "$rep" stdio governed 1 -- env TOLLGATE_DB="$WORK/stdio.db" "$TOLLGATE" serve --principal alice
+done
+
+echo "== receipts chain of the governed HTTP server"
+TOLLGATE_DB=$WORK/governed.db "$TOLLGATE" receipts verify || true
+
+echo
+python3 scripts/bench-summary.py "$CSV"
+mkdir -p "$(dirname "$PLOT")"
+python3 scripts/bench-plot.py "$CSV" "$PLOT"
+echo "CSV: $CSV   plot: $PLOT"
