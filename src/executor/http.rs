@@ -779,8 +779,25 @@ mod tests {
                 .compile(&ctx(&[]))
                 .is_err()
         );
+        // The operator, not the caller, picks scheme, host and port.
+        for url in [
+            "http://h:{{ args.p }}/x",
+            "https://{{ args.p }}/x",
+            "{{ args.p }}://h/x",
+        ] {
+            let issues = run_spec(&format!("http: {{ url: '{url}' }}"))
+                .compile(&ctx(&["p"]))
+                .unwrap_err();
+            assert!(
+                issues[0]
+                    .message
+                    .ends_with("puts a placeholder in the scheme, host or port"),
+                "{url}: {}",
+                issues[0].message
+            );
+        }
         assert!(
-            run_spec("http: { url: 'http://h:{{ args.p }}/x' }")
+            run_spec("http: { url: 'http://h:8080/x/{{ args.p }}?q={{ args.p }}' }")
                 .compile(&ctx(&["p"]))
                 .is_ok()
         );
