@@ -12,7 +12,7 @@
 # times, interleaved (rep → concurrency → target) so machine noise hits all
 # alike. Then stdio: one client, concurrency 1, tollgate vs bare_echo --stdio.
 # Prints medians, governed/bare ratios and p99 added latency; writes
-# $OUT/results.csv and docs/bench/throughput.svg. See BENCHMARKS.md.
+# docs/bench/results.csv and docs/bench/throughput.svg (OUT=DIR to change). See BENCHMARKS.md.
 #
 # tollgate serves the example tool-specs/ and principals.yaml, with one change:
 # echo's rate limit (600/minute) is raised to 1000000/second in a temporary copy,
@@ -30,8 +30,8 @@ PORT_BARE=${PORT_BARE:-18090}
 PORT_GOV=${PORT_GOV:-18080}
 PORT_NOAUTH=${PORT_NOAUTH:-18081}
 WORK=$(mktemp -d -t tollgate-bench.XXXXXX)
-OUT=${OUT:-$WORK}
-PLOT=${PLOT:-docs/bench/throughput.svg}
+OUT=${OUT:-docs/bench}
+PLOT=${PLOT:-$OUT/throughput.svg}
 
 PIDS=()
 cleanup() {

@@ -15,9 +15,9 @@ from collections import defaultdict
 
 COLOURS = {"bare": "#555555", "governed": "#d62728", "noauth": "#1f77b4"}
 LABELS = {"bare": "bare rmcp echo (ceiling)", "governed": "tollgate, API key",
-          "noauth": "tollgate, --insecure-no-auth"}
-W, H = 640, 400
-L, R, T, B = 70, 200, 40, 50  # margins
+          "noauth": "tollgate, no auth"}
+W, H = 680, 400
+L, R, T, B = 70, 190, 40, 50  # margins
 
 
 def main(src, dst):
@@ -67,8 +67,9 @@ def main(src, dst):
             out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{y(min(vals)):.1f}" '
                        f'y2="{y(max(vals)):.1f}" stroke="{colour}" stroke-width="1"/>')
             out.append(f'<circle cx="{x(i):.1f}" cy="{y(med):.1f}" r="4" fill="{colour}"/>')
-            out.append(f'<text x="{x(i) + 7:.1f}" y="{y(med) - 6:.1f}" fill="{colour}" '
-                       f'font-size="10">{med:,.0f}</text>')
+            # Labels of the targets stacked, so close points stay readable.
+            out.append(f'<text x="{x(i) + 8:.1f}" y="{y(med) + 4 + 12 * (n - 1):.1f}" '
+                       f'fill="{colour}" font-size="10">{med:,.0f}</text>')
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         ly = T + 10 + 20 * n
