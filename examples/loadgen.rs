@@ -93,8 +93,17 @@ struct Tally {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     check_bounds(&args)?;
     let call_args: Map<String, Value> = match serde_json::from_str(&args.args)? {
         Value::Object(m) => m,
@@ -106,7 +115,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut clients_pids = Vec::new();
     let per_session = args.concurrency.div_ceil(sessions);
     for _ in 0..sessions {
-        let (client, pid) = connect(&args, per_session).await?;
+        let (client, pid) = connect(&args, per_session)
+            .await
+            .map_err(|e| format!("cannot open an MCP session: {e}"))?;
         clients.push(client);
         clients_pids.extend(pid);
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Governed vs bare MCP calls: throughput and latency, Streamable HTTP and stdio.
 #
-#   scripts/bench-http.sh                 # ~5 min on 2 cores
+#   scripts/bench-http.sh                 # ~5 min on 2 cores, plus the release build
 #   RUNS=3 SECS=2 scripts/bench-http.sh   # a quick look
 #
 # Builds release, then starts on loopback:
@@ -46,7 +46,7 @@ TOLLGATE=$ROOT/target/release/tollgate
 BARE=$ROOT/target/release/examples/bare_echo
 LOADGEN=$ROOT/target/release/examples/loadgen
 
-echo "== setup in $WORK"
+echo "== setup in $WORK (build took ${SECONDS}s)"
 mkdir -p "$WORK/specs" "$OUT"
 cp tool-specs/*.yaml "$WORK/specs/"
 sed -i 's|^\(\s*per_principal:\).*|\1 { rate: 1000000/second, burst: 1000000 }|' "$WORK/specs/echo.yaml"
@@ -117,7 +117,7 @@ for rep in $(seq "$RUNS"); do
     run "$rep" stdio governed 1 -- env TOLLGATE_DB="$WORK/stdio.db" "$TOLLGATE" serve --principal alice
 done
 
-echo "== receipts chain of the governed HTTP server"
+echo "== receipts chain of the governed HTTP server (${SECONDS}s so far)"
 TOLLGATE_DB=$WORK/governed.db "$TOLLGATE" receipts verify || true
 
 echo

@@ -64,7 +64,8 @@ def main(src, dst):
                 continue
             med = statistics.median(vals)
             pts.append((x(i), y(med)))
-            out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{y(min(vals)):.1f}" '
+            wx = x(i) + 4 * (n - 1)  # whiskers side by side
+            out.append(f'<line x1="{wx:.1f}" x2="{wx:.1f}" y1="{y(min(vals)):.1f}" '
                        f'y2="{y(max(vals)):.1f}" stroke="{colour}" stroke-width="1"/>')
             out.append(f'<circle cx="{x(i):.1f}" cy="{y(med):.1f}" r="4" fill="{colour}"/>')
             # Labels of the targets stacked, so close points stay readable.
