@@ -41,25 +41,7 @@ async fn api_key_client_lists_and_calls_and_the_receipt_names_the_key() {
     client.cancel().await.unwrap();
 }
 
-async fn post(
-    server: &HttpTollgate,
-    token: Option<&str>,
-    body: String,
-    extra: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut req = reqwest::Client::new()
-        .post(server.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("HTTP request")
-}
+use common::post_mcp as post;
 
 fn initialize() -> String {
     json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
