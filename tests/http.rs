@@ -477,3 +477,23 @@ async fn metrics_can_be_served_on_their_own_address() {
         "not on the MCP address when --metrics is given"
     );
 }
+
+#[tokio::test]
+async fn a_session_belongs_to_the_principal_that_opened_it() {
+    let f = Fixture::new();
+    let (_, alice) = f.create_key("alice", &[]);
+    let (_, bob) = f.create_key("bob", &[]);
+    let server = HttpTollgate::start(&f, &[]).await;
+    let r = post(&server, Some(&alice), initialize(), &[]).await;
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}).to_string();
+    let headers = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let r = post(&server, Some(&bob), list.clone(), &headers).await;
+    assert_eq!(r.status(), 404, "bob cannot use alice's session");
+    let r = post(&server, Some(&alice), list, &headers).await;
+    assert_eq!(r.status(), 200, "alice can");
+}

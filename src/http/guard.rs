@@ -110,6 +110,10 @@ pub struct Guard {
     auth: Option<Authenticator>,
     shutdown: Arc<Shutdown>,
     limiter: Arc<FailureLimiter>,
+    /// Which principal opened each MCP session. A session id is a bearer of
+    /// its own (it appears in receipts and logs), so another caller must not
+    /// be able to post into, or replay the events of, someone else's session.
+    owners: Arc<DashMap<String, String>>,
 }
 
 impl Guard {
@@ -122,6 +126,7 @@ impl Guard {
             auth,
             shutdown,
             limiter: Arc::new(limiter),
+            owners: Arc::new(DashMap::new()),
         }
     }
 }
@@ -163,12 +168,31 @@ pub async fn authenticate(
     }
     match auth.authenticate(request.headers()).await {
         Ok(verified) => {
+            let session = header_text(request.headers(), SESSION_HEADER);
+            if let Some(id) = &session
+                && guard
+                    .owners
+                    .get(id)
+                    .is_some_and(|owner| *owner != verified.principal)
+            {
+                // Indistinguishable from an unknown session, on purpose.
+                return (StatusCode::NOT_FOUND, "session not found\n").into_response();
+            }
+            let principal = verified.principal.clone();
+            let closing = request.method() == axum::http::Method::DELETE;
             request.extensions_mut().insert(Identity {
                 principal: verified.principal,
                 auth: verified.auth,
                 roles: verified.roles,
             });
-            next.run(request).await
+            let response = next.run(request).await;
+            if let Some(created) = header_text(response.headers(), SESSION_HEADER) {
+                guard.owners.entry(created).or_insert(principal);
+            }
+            if closing && let Some(id) = session {
+                guard.owners.remove(&id);
+            }
+            response
         }
         Err(e) if e.is_unavailable() => {
             // Our database failed, not the caller: no 401, no strike.
@@ -183,6 +207,12 @@ pub async fn authenticate(
             unauthorized(auth, &e.to_string())
         }
     }
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
 /// 401 with the `WWW-Authenticate` challenge MCP clients look for.
