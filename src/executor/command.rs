@@ -245,11 +245,24 @@ impl CompiledCommand {
         let stderr = child.stderr.take();
         let cap = self.max_output_bytes;
         let finished = tokio::time::timeout(timeout, async {
-            tokio::join!(
-                read_capped(stdout, cap),
-                read_capped(stderr, cap),
-                child.wait()
-            )
+            let out = tokio::spawn(read_capped(stdout, cap));
+            let err = tokio::spawn(read_capped(stderr, cap));
+            let status = child.wait().await;
+            // A background process the command left behind may hold the
+            // pipes open: after the command exits, give the readers a moment,
+            // then end the group so they see end-of-file.
+            let readers = async { (out.await, err.await) };
+            tokio::pin!(readers);
+            let (out, err) = match tokio::time::timeout(PIPE_GRACE, &mut readers).await {
+                Ok(done) => done,
+                Err(_) => {
+                    if let Some(group) = group {
+                        let _ = killpg(group, Signal::SIGKILL);
+                    }
+                    readers.await
+                }
+            };
+            (out.unwrap_or_default(), err.unwrap_or_default(), status)
         })
         .await;
         // Kill whatever is left of the group: on timeout, the whole tree; on
@@ -360,10 +373,14 @@ fn tail(s: &str, max: usize) -> &str {
     &s[start..]
 }
 
+#[derive(Default)]
 struct Captured {
     bytes: Vec<u8>,
     truncated: bool,
 }
+
+/// How long output pipes may stay open after the command itself exited.
+const PIPE_GRACE: Duration = Duration::from_millis(100);
 
 /// Read to EOF, keeping at most `cap` bytes. We keep reading past the cap so
 /// a chatty child never blocks on a full pipe. A read error ends the capture
