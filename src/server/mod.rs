@@ -86,13 +86,18 @@ impl TollgateServer {
         self
     }
 
-    /// The identity and origin of one request.
-    fn who(&self, context: &RequestContext<RoleServer>) -> (Option<Identity>, Origin) {
+    /// The identity and origin of one request. A request that carries no
+    /// verified identity gets an empty one, which the pipeline's
+    /// authenticate stage refuses (and records): the fail-closed path.
+    fn who(&self, context: &RequestContext<RoleServer>) -> (Identity, Origin) {
         match &self.caller {
-            Caller::Fixed(identity) => (Some(identity.clone()), self.origin.clone()),
+            Caller::Fixed(identity) => (identity.clone(), self.origin.clone()),
             Caller::PerRequest => {
                 let parts = context.extensions.get::<axum::http::request::Parts>();
-                let identity = parts.and_then(|p| p.extensions.get::<Identity>()).cloned();
+                let identity = parts
+                    .and_then(|p| p.extensions.get::<Identity>())
+                    .cloned()
+                    .unwrap_or_else(|| Identity::local("", "none"));
                 let session = parts
                     .and_then(|p| p.headers.get("mcp-session-id"))
                     .and_then(|v| v.to_str().ok())
@@ -185,7 +190,6 @@ impl ServerHandler for TollgateServer {
             "the params do not match the tools/call schema".to_string()
         };
         let (identity, origin) = self.who(&context);
-        let identity = identity.unwrap_or_else(|| Identity::local("", "none"));
         let reply = self
             .pipeline
             .malformed(&identity, origin, name, why.clone())
@@ -210,9 +214,6 @@ impl ServerHandler for TollgateServer {
             arguments: request.arguments,
         };
         let (identity, origin) = self.who(&context);
-        // Without an identity the pipeline's authenticate stage refuses the
-        // call (and records it), so this path is receipted like any other.
-        let identity = identity.unwrap_or_else(|| Identity::local("", "none"));
         // The call runs in its own task: if rmcp drops this future (client
         // gone, session closed, server stopping), the tool and its receipt
         // still finish together; a call is never cut off between the two.
