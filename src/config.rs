@@ -16,6 +16,9 @@ use crate::http::HttpSettings;
 /// Default argument payload limit: 1 MiB of JSON.
 pub const DEFAULT_MAX_ARGS_BYTES: usize = 1024 * 1024;
 
+/// Default time an approval request waits for a decision.
+pub const DEFAULT_APPROVAL_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// What flags and environment variables said (`None` = not given).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -41,6 +44,63 @@ struct ConfigFile {
     http: Option<HttpSettings>,
     /// How HTTP callers authenticate (API keys are always available).
     auth: Option<AuthConfig>,
+    /// Directory of Cedar policy files (`*.cedar`).
+    policies: Option<PathBuf>,
+    /// Directory of secret files (one file per secret, named after it).
+    secrets_dir: Option<PathBuf>,
+    /// Spending and call budgets.
+    #[serde(default)]
+    budgets: Vec<BudgetConfig>,
+    /// Approval settings.
+    approvals: Option<ApprovalSettings>,
+}
+
+/// One budget: a cap on money or calls for a principal or a role, per day
+/// or per month (UTC).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Name shown in receipts, `tollgate costs` and /metrics. Default: derived
+    /// from the subject, tool and period.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The principal this budget applies to (exactly one of `principal`, `role`).
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// The role this budget applies to: by default one pool shared by every
+    /// holder of the role; with `each_principal: true`, one budget per holder.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub each_principal: bool,
+    /// Only calls of this tool count (default: every tool).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// `day` or `month` (UTC calendar periods).
+    pub period: BudgetPeriod,
+    /// Most calls per period.
+    #[serde(default)]
+    pub calls: Option<u64>,
+    /// Most US dollars per period.
+    #[serde(default)]
+    pub usd: Option<f64>,
+}
+
+/// The calendar period a budget resets on (UTC).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    Month,
+}
+
+/// How long a pending approval waits before it expires.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// e.g. `24h` (the default), `30m`, `7d`.
+    #[serde(default)]
+    pub expire_after: Option<String>,
 }
 
 fn field_prefix(field: &str) -> String {
@@ -60,6 +120,13 @@ pub struct Settings {
     pub max_args_bytes: usize,
     pub http: HttpSettings,
     pub auth: AuthConfig,
+    /// Directory of Cedar policies. Default: ./policies (may be absent).
+    pub policies: PathBuf,
+    /// Directory of secret files, if any (`TOLLGATE_SECRET_<NAME>` always works).
+    pub secrets_dir: Option<PathBuf>,
+    pub budgets: Vec<BudgetConfig>,
+    /// How long an approval request stays pending. Default 24 h.
+    pub approval_ttl: std::time::Duration,
     /// The config file that was read, if any (for messages).
     pub config_file: Option<PathBuf>,
 }
@@ -110,7 +177,19 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let approval_ttl = match file.approvals.as_ref().and_then(|a| a.expire_after.as_deref()) {
+            None => DEFAULT_APPROVAL_TTL,
+            Some(text) => humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
+                path: config_file.clone().unwrap_or_default(),
+                field: "approvals.expire_after".into(),
+                message: format!("{text:?} is not a duration ({e}); write e.g. `24h` or `30m`"),
+            })?,
+        };
         Ok(Settings {
+            policies: from_file(file.policies).unwrap_or_else(|| "policies".into()),
+            secrets_dir: from_file(file.secrets_dir),
+            budgets: file.budgets,
+            approval_ttl,
             db: overrides
                 .db
                 .or(from_file(file.db))
