@@ -158,6 +158,10 @@ fn receipt(i: usize) -> NewReceipt {
         result_excerpt: Some(format!("hi {i}")),
         duration_us: 120,
         cost_usd: None,
+        policy_set: Some("ef".repeat(32)),
+        policies: vec!["spec:echo:allow:admin".to_owned()],
+        approval_id: None,
+        replay_of: None,
     }
 }
 

@@ -19,6 +19,7 @@
 //!
 //! | key              | JSON type                                         |
 //! |------------------|---------------------------------------------------|
+//! | `approval_id`    | string; **only present when set**                  |
 //! | `args`           | the call arguments, any JSON value                 |
 //! | `auth`           | string                                             |
 //! | `cost_usd`       | number or null                                     |
@@ -26,8 +27,11 @@
 //! | `duration_us`    | integer                                            |
 //! | `id`             | string (UUIDv7)                                    |
 //! | `outcome`        | string, e.g. `"ok"` (see [`Outcome`])              |
+//! | `policies`       | array of strings; **only present when non-empty**  |
+//! | `policy_set`     | string; **only present when set**                  |
 //! | `principal`      | string or null                                     |
 //! | `reason`         | string or null                                     |
+//! | `replay_of`      | string; **only present when set**                  |
 //! | `result_digest`  | string or null                                     |
 //! | `result_excerpt` | string or null                                     |
 //! | `roles`          | array of strings                                   |
@@ -37,6 +41,11 @@
 //! | `transport`      | string                                             |
 //! | `ts`             | string, RFC 3339 UTC with microseconds             |
 //! | `version`        | integer or null                                    |
+//!
+//! The four governance keys (`approval_id`, `policies`, `policy_set`,
+//! `replay_of`) were added after the first release. They are left out of the
+//! content when empty, so every receipt written before them still hashes
+//! exactly as it did.
 //!
 //! `canonical_json` is [`crate::canonical::to_string`]: object keys sorted by
 //! byte order at every depth, no whitespace, strings escaped as serde_json
@@ -129,6 +138,20 @@ labels! {
         UnknownTool = "unknown_tool",
         /// tollgate was shutting down and took no new calls.
         Unavailable = "unavailable",
+        /// A policy asked for a human approval; the call waits (see `approval_id`).
+        PendingApproval = "pending_approval",
+        /// An approver allowed a pending call (this receipt is the approver's act).
+        Approved = "approved",
+        /// An approver refused a pending call.
+        ApprovalDenied = "approval_denied",
+        /// The idempotency key was seen before: the stored result was returned
+        /// and nothing ran (see `replay_of`).
+        Replayed = "replayed",
+        /// The idempotency key is in use with other arguments, or by a call
+        /// still running.
+        Conflict = "conflict",
+        /// The call would exceed a budget.
+        OverBudget = "over_budget",
     }
 }
 
@@ -201,6 +224,19 @@ pub struct NewReceipt {
     pub duration_us: i64,
     /// What the call cost, when the tool reports it.
     pub cost_usd: Option<f64>,
+    /// Hash of the policy set that decided the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_set: Option<String>,
+    /// Ids of the policies that decided the call (the permits that allowed
+    /// it, or the forbids that denied it; empty when nothing permitted it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// The approval this receipt belongs to: its request, decision or run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// For a replayed call, the receipt whose stored result was returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
 }
 
 /// A receipt as stored: its content plus its place in the chain.
@@ -233,8 +269,10 @@ pub fn now_ts() -> String {
 /// This is the audit contract described in the module docs.
 pub fn chain_hash(prev_hash: &str, r: &NewReceipt) -> String {
     let (args, roles) = (canonical_args(r), canonical_roles(r));
+    let policies = canonical_policies(r);
     let mut scratch = Vec::with_capacity(512);
-    let hex = ContentView::of(r, &args, &roles).chain_hash(prev_hash, &mut scratch);
+    let hex =
+        ContentView::of(r, &args, &roles, policies.as_deref()).chain_hash(prev_hash, &mut scratch);
     // Hex digits are ASCII, so nothing is lost here.
     String::from_utf8_lossy(&hex).into_owned()
 }
@@ -251,6 +289,17 @@ pub(crate) fn canonical_roles(r: &NewReceipt) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `r.policies` as canonical JSON, or `None` when there are none (the key
+/// is then absent from the hashed content and the column is NULL).
+pub(crate) fn canonical_policies(r: &NewReceipt) -> Option<String> {
+    if r.policies.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(32 * r.policies.len() + 2);
+    write_json(&mut out, &r.policies);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// A borrowed view of a receipt's content, as the database stores it.
 ///
 /// `args` and `roles` are already canonical JSON text: the writer stores them
@@ -260,14 +309,19 @@ pub(crate) fn canonical_roles(r: &NewReceipt) -> String {
 /// label shows up as a hash mismatch rather than a parse error.
 pub(crate) struct ContentView<'a> {
     pub args: &'a str,
+    pub approval_id: Option<&'a str>,
     pub auth: &'a str,
     pub cost_usd: Option<f64>,
     pub decision: &'a str,
     pub duration_us: i64,
     pub id: &'a str,
     pub outcome: &'a str,
+    /// Canonical JSON array text; `None` when there are no policies.
+    pub policies: Option<&'a str>,
+    pub policy_set: Option<&'a str>,
     pub principal: Option<&'a str>,
     pub reason: Option<&'a str>,
+    pub replay_of: Option<&'a str>,
     pub result_digest: Option<&'a str>,
     pub result_excerpt: Option<&'a str>,
     pub roles: &'a str,
@@ -282,9 +336,18 @@ pub(crate) struct ContentView<'a> {
 impl<'a> ContentView<'a> {
     /// A view of `r`, given its canonical `args` and `roles` text
     /// ([`canonical_args`], [`canonical_roles`]).
-    pub(crate) fn of(r: &'a NewReceipt, args: &'a str, roles: &'a str) -> Self {
+    pub(crate) fn of(
+        r: &'a NewReceipt,
+        args: &'a str,
+        roles: &'a str,
+        policies: Option<&'a str>,
+    ) -> Self {
         ContentView {
             args,
+            approval_id: r.approval_id.as_deref(),
+            policies,
+            policy_set: r.policy_set.as_deref(),
+            replay_of: r.replay_of.as_deref(),
             auth: &r.auth,
             cost_usd: r.cost_usd,
             decision: r.decision.as_str(),
@@ -323,7 +386,13 @@ impl<'a> ContentView<'a> {
     /// Canonical JSON of the content object. Keys are written in sorted order
     /// by hand; a test checks this against `canonical::to_string`.
     fn write_canonical(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"args\":");
+        out.push(b'{');
+        // "approval_id" sorts before "args".
+        write_opt_key(out, b"\"approval_id\":", self.approval_id);
+        if self.approval_id.is_some() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"args\":");
         out.extend_from_slice(self.args.as_bytes());
         out.extend_from_slice(b",\"auth\":");
         write_str(out, self.auth);
@@ -340,10 +409,16 @@ impl<'a> ContentView<'a> {
         write_str(out, self.id);
         out.extend_from_slice(b",\"outcome\":");
         write_str(out, self.outcome);
+        if let Some(policies) = self.policies {
+            out.extend_from_slice(b",\"policies\":");
+            out.extend_from_slice(policies.as_bytes());
+        }
+        write_opt_key(out, b",\"policy_set\":", self.policy_set);
         out.extend_from_slice(b",\"principal\":");
         write_opt_str(out, self.principal);
         out.extend_from_slice(b",\"reason\":");
         write_opt_str(out, self.reason);
+        write_opt_key(out, b",\"replay_of\":", self.replay_of);
         out.extend_from_slice(b",\"result_digest\":");
         write_opt_str(out, self.result_digest);
         out.extend_from_slice(b",\"result_excerpt\":");
@@ -388,6 +463,14 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// A key that is written only when it has a value (the governance keys).
+fn write_opt_key(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) {
+    if let Some(s) = s {
+        out.extend_from_slice(key);
+        write_str(out, s);
+    }
+}
+
 fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => write_str(out, s),
@@ -421,6 +504,10 @@ pub(crate) mod tests {
             result_excerpt: Some("hello\u{1}".to_owned()),
             duration_us: 1234,
             cost_usd: Some(0.0025),
+            policy_set: Some("ef".repeat(32)),
+            policies: vec!["refund-cap".to_owned(), "a\"b".to_owned()],
+            approval_id: Some("ap-1".to_owned()),
+            replay_of: Some("0190a5f0-0000-7000-8000-000000000000".to_owned()),
         }
     }
 
@@ -435,6 +522,21 @@ pub(crate) mod tests {
             "result_excerpt": r.result_excerpt, "duration_us": r.duration_us,
             "cost_usd": r.cost_usd,
         });
+        let mut content = content;
+        if let Some(obj) = content.as_object_mut() {
+            let mut opt = |k: &str, v: Option<serde_json::Value>| {
+                if let Some(v) = v {
+                    obj.insert(k.to_owned(), v);
+                }
+            };
+            opt("policy_set", r.policy_set.clone().map(Into::into));
+            opt("approval_id", r.approval_id.clone().map(Into::into));
+            opt("replay_of", r.replay_of.clone().map(Into::into));
+            opt(
+                "policies",
+                (!r.policies.is_empty()).then(|| json!(r.policies)),
+            );
+        }
         let text = format!("{prev}\n{}", crate::canonical::to_string(&content));
         crate::canonical::sha256_hex(text.as_bytes())
     }
@@ -455,6 +557,10 @@ pub(crate) mod tests {
             result_digest: None,
             result_excerpt: None,
             cost_usd: None,
+            policy_set: None,
+            policies: vec![],
+            approval_id: None,
+            replay_of: None,
             ..full.clone()
         };
         let odd_cost = NewReceipt {
@@ -496,6 +602,12 @@ pub(crate) mod tests {
         e(&|r| r.result_excerpt = None);
         e(&|r| r.duration_us += 1);
         e(&|r| r.cost_usd = None);
+        e(&|r| r.policy_set = None);
+        e(&|r| {
+            r.policies.pop();
+        });
+        e(&|r| r.approval_id = None);
+        e(&|r| r.replay_of = None);
         for r in &edits {
             assert_ne!(chain_hash(GENESIS_HASH, r), h, "{r:?}");
         }
@@ -514,7 +626,7 @@ pub(crate) mod tests {
         let err = "alowed".parse::<Decision>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown decision \"alowed\"; expected one of: allowed, denied, rate_limited, invalid, unknown_tool, unavailable"
+            "unknown decision \"alowed\"; expected one of: allowed, denied, rate_limited, invalid, unknown_tool, unavailable, pending_approval, approved, approval_denied, replayed, conflict, over_budget"
         );
     }
 

@@ -116,6 +116,10 @@ impl Draft {
             } else {
                 self.cost_usd
             },
+            policy_set: None,
+            policies: Vec::new(),
+            approval_id: None,
+            replay_of: None,
         }
     }
 }

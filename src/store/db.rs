@@ -39,6 +39,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0002_api_keys.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "governance".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/0003_governance.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -48,7 +48,7 @@ const MIN_ID_PREFIX: usize = 8;
 /// Every receipt column, in the order `receipt_from_row` and `check_row` expect.
 const RECEIPT_COLUMNS: &str = "seq, id, ts, principal, roles, auth, transport, session, tool, \
      version, spec_hash, args, decision, reason, outcome, result_digest, result_excerpt, \
-     duration_us, cost_usd, prev_hash, hash";
+     duration_us, cost_usd, prev_hash, hash, policy_set, policies, approval_id, replay_of";
 
 impl Store {
     /// Receipts matching `filter`, newest first.
@@ -290,6 +290,10 @@ fn check_row<'r>(
         cost_usd: get(18, "cost_usd")?
             .as_f64_or_null()
             .map_err(|_| Problem::Unreadable { column: "cost_usd" })?,
+        policy_set: opt_text(21, "policy_set")?,
+        policies: opt_text(22, "policies")?,
+        approval_id: opt_text(23, "approval_id")?,
+        replay_of: opt_text(24, "replay_of")?,
     };
     let recomputed = view.chain_hash(prev_hash, scratch);
     if recomputed != hash.as_bytes() {
@@ -353,6 +357,15 @@ fn receipt_from_row(row: &SqliteRow, action: &'static str) -> Result<Receipt, St
             cost_usd: row
                 .try_get("cost_usd")
                 .map_err(|e| corrupt("cost_usd", e.to_string()))?,
+            policy_set: opt_text("policy_set")?,
+            policies: match opt_text("policies")? {
+                None => Vec::new(),
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| corrupt("policies", e.to_string()))?
+                }
+            },
+            approval_id: opt_text("approval_id")?,
+            replay_of: opt_text("replay_of")?,
         },
         prev_hash: text("prev_hash")?,
         hash: text("hash")?,
@@ -491,7 +504,8 @@ mod tests {
             "DELETE FROM receipts WHERE seq IN (3, 7)",
             "INSERT INTO receipts SELECT 10 - seq, id, ts, principal, roles, auth, transport, \
              session, tool, version, spec_hash, args, decision, reason, outcome, result_digest, \
-             result_excerpt, duration_us, cost_usd, prev_hash, hash FROM swap",
+             result_excerpt, duration_us, cost_usd, prev_hash, hash, policy_set, policies, \
+             approval_id, replay_of FROM swap",
         ] {
             sqlx::query(sql).execute(&mut *tx).await.unwrap();
         }

@@ -23,7 +23,9 @@ use tokio::task::JoinHandle;
 
 use super::{Store, StoreError, db::describe};
 use crate::metrics;
-use crate::receipt::{ContentView, GENESIS_HASH, NewReceipt, canonical_args, canonical_roles};
+use crate::receipt::{
+    ContentView, GENESIS_HASH, NewReceipt, canonical_args, canonical_policies, canonical_roles,
+};
 
 /// Most receipts written in one transaction.
 pub const BATCH_MAX: usize = 512;
@@ -33,7 +35,7 @@ pub const BATCH_MAX: usize = 512;
 const QUEUE_CAPACITY: usize = 4 * BATCH_MAX;
 
 /// Bound values per receipt row in the INSERT.
-const COLUMNS: usize = 20;
+const COLUMNS: usize = 24;
 
 /// SQLite's default SQLITE_MAX_VARIABLE_NUMBER since 3.32 (the bundled build is newer).
 const SQLITE_MAX_VARIABLES: usize = 32_766;
@@ -235,6 +237,7 @@ struct Row {
     receipt: NewReceipt,
     args: String,
     roles: String,
+    policies: Option<String>,
     prev_hash: String,
     hash: String,
 }
@@ -254,13 +257,16 @@ async fn append(
     let mut scratch = Vec::with_capacity(1024);
     for receipt in receipts {
         let (args, roles) = (canonical_args(&receipt), canonical_roles(&receipt));
-        let hex = ContentView::of(&receipt, &args, &roles).chain_hash(&prev, &mut scratch);
+        let policies = canonical_policies(&receipt);
+        let hex = ContentView::of(&receipt, &args, &roles, policies.as_deref())
+            .chain_hash(&prev, &mut scratch);
         let hash = String::from_utf8_lossy(&hex).into_owned();
         let prev_hash = std::mem::replace(&mut prev, hash.clone());
         rows.push(Row {
             receipt,
             args,
             roles,
+            policies,
             prev_hash,
             hash,
         });
@@ -270,7 +276,7 @@ async fn append(
     let mut insert = QueryBuilder::<Sqlite>::new(
         "INSERT INTO receipts (id, ts, principal, roles, auth, transport, session, tool, \
          version, spec_hash, args, decision, reason, outcome, result_digest, result_excerpt, \
-         duration_us, cost_usd, prev_hash, hash) ",
+         duration_us, cost_usd, policy_set, policies, approval_id, replay_of, prev_hash, hash) ",
     );
     insert.push_values(rows, |mut b, row| {
         let r = row.receipt;
@@ -292,6 +298,10 @@ async fn append(
             .push_bind(r.result_excerpt)
             .push_bind(r.duration_us)
             .push_bind(r.cost_usd)
+            .push_bind(r.policy_set)
+            .push_bind(row.policies)
+            .push_bind(r.approval_id)
+            .push_bind(r.replay_of)
             .push_bind(row.prev_hash)
             .push_bind(row.hash);
     });
