@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use tollgate::catalog::{Catalog, compile};
-use tollgate::pipeline::{CallRequest, Identity, Origin, Pipeline};
+use tollgate::pipeline::{CallMeta, CallRequest, Governance, Identity, Origin, Pipeline};
 use tollgate::principals::Principals;
 use tollgate::receipt::{Decision, NewReceipt, Outcome, chain_hash};
 use tollgate::spec::ToolSpec;
@@ -73,7 +73,14 @@ async fn pipeline() -> Setup {
     let (writer, _handle) = ReceiptWriter::spawn(&store);
     let principals = Principals::load(&manifest("principals.yaml")).expect("principals");
     let catalog = Catalog::from_tools([echo_tool()]);
-    let pipeline = Pipeline::new(Arc::new(catalog), Arc::new(principals), writer, 1 << 20);
+    let governance = Governance::allow_lists(&catalog, store.clone());
+    let pipeline = Pipeline::new(
+        Arc::new(catalog),
+        Arc::new(principals),
+        writer,
+        1 << 20,
+        governance,
+    );
     Setup {
         pipeline: Arc::new(pipeline),
         _dir: dir,
@@ -87,6 +94,7 @@ fn echo_request() -> CallRequest {
     CallRequest {
         tool: "echo".into(),
         arguments: Some(args),
+        meta: CallMeta::default(),
     }
 }
 

@@ -54,6 +54,18 @@ pub fn digest(value: &Value) -> String {
     sha256_hex(to_string(value).as_bytes())
 }
 
+/// The JSON type of `value` in words, for error messages.
+pub fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

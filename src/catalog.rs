@@ -5,16 +5,22 @@
 //! only if *nothing* is wrong records the versions in the registry and
 //! resolves which version of each tool is active. A pinned tool serves its
 //! stored version even when the file now says something else.
+//!
+//! Every `{{ secret.NAME }}` must name a defined secret when a tool compiles,
+//! so a missing secret stops `serve` (and fails `check`) instead of a call.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use governor::Quota;
+use serde_json::Value;
 
 use crate::executor::{CompileContext, CompiledRun};
 use crate::principals::Principals;
+use crate::secrets::{self, Secrets};
 use crate::spec::{self, LoadedSpec, SpecIssue, ToolSpec, rate};
 use crate::store::{SpecFile, Store};
 
@@ -37,6 +43,35 @@ pub struct CompiledTool {
     pub timeout: Duration,
     pub per_principal: Option<Quota>,
     pub global: Option<Quota>,
+    /// The server's secrets, shared by every tool: the executor reads values
+    /// from it at call time, and the pipeline redacts output with it.
+    pub secrets: Arc<Secrets>,
+    /// Whether the input schema marks any property `x-sensitive: true`.
+    pub sensitive_args: bool,
+}
+
+impl CompiledTool {
+    /// The arguments as a receipt may hold them: every `x-sensitive`
+    /// property replaced by its keyed hash (`hmac-sha256:<hex>`, see
+    /// [`secrets::mask_sensitive`] and [`Secrets::hash_key`]). Borrowed
+    /// unchanged when the schema marks nothing sensitive.
+    ///
+    /// Never fails: if the key cannot be read, sensitive values are replaced
+    /// by a fixed text instead of being stored in clear.
+    pub fn receipt_args<'a>(&self, args: &'a Value) -> Cow<'a, Value> {
+        if !self.sensitive_args || !args.is_object() {
+            return Cow::Borrowed(args);
+        }
+        let schema = &self.spec.input_schema;
+        match self.secrets.hash_key() {
+            Ok(key) => Cow::Owned(secrets::mask_sensitive(schema, args, key.as_bytes())),
+            Err(e) => {
+                tracing::error!(error = %e, "no receipt HMAC key; x-sensitive arguments are recorded as unavailable");
+                let placeholder = Value::String(format!("{}unavailable", secrets::HASH_PREFIX));
+                Cow::Owned(secrets::replace_sensitive(schema, args, &placeholder))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for CompiledTool {
@@ -63,8 +98,9 @@ impl Catalog {
         principals: &Principals,
         store: &Store,
         http: &reqwest::Client,
+        secrets: &Arc<Secrets>,
     ) -> Result<Catalog, CatalogError> {
-        let (loaded, compiled) = check_dir(specs_dir, Some(principals), http)?;
+        let (loaded, compiled) = check_dir(specs_dir, Some(principals), http, secrets)?;
         let active = store.sync_specs(&spec_files(&loaded)).await?;
         let mut by_hash: BTreeMap<String, CompiledTool> =
             compiled.into_iter().map(|t| (t.hash.clone(), t)).collect();
@@ -77,7 +113,7 @@ impl Catalog {
                 Some(t) => Ok(t),
                 None => spec::load::from_canonical(&version.canonical)
                     .map_err(|m| vec![SpecIssue::at("", m)])
-                    .and_then(|s| compile(s, Some(principals), http)),
+                    .and_then(|s| compile_with_secrets(s, Some(principals), http, secrets)),
             };
             match compiled {
                 Ok(mut tool) => {
@@ -147,17 +183,19 @@ pub enum CatalogError {
 }
 
 /// Load and compile every spec in `dir` without touching the registry
-/// (`tollgate check`). With `principals`, `allow` roles must be declared.
+/// (`tollgate check`). With `principals`, `allow` roles must be declared;
+/// every referenced secret must be defined in `secrets`.
 pub fn check_dir(
     dir: &std::path::Path,
     principals: Option<&Principals>,
     http: &reqwest::Client,
+    secrets: &Arc<Secrets>,
 ) -> Result<(Vec<LoadedSpec>, Vec<CompiledTool>), CatalogError> {
     let report = spec::load_dir(dir);
     let mut issues = report.issues;
     let mut compiled = Vec::new();
     for loaded in &report.specs {
-        match compile(loaded.spec.clone(), principals, http) {
+        match compile_with_secrets(loaded.spec.clone(), principals, http, secrets) {
             Ok(mut tool) => {
                 tool.hash = loaded.hash.clone();
                 tool.source = loaded.file.clone();
@@ -187,11 +225,25 @@ pub fn spec_files(loaded: &[LoadedSpec]) -> Vec<SpecFile> {
         .collect()
 }
 
-/// Check one spec's meaning (beyond its shape) and compile it.
+/// Check one spec's meaning (beyond its shape) and compile it, with no
+/// secrets defined (tests, benchmarks, fuzzing): a spec that refers to a
+/// secret fails to compile.
 pub fn compile(
     spec: ToolSpec,
     principals: Option<&Principals>,
     http: &reqwest::Client,
+) -> Result<CompiledTool, Vec<SpecIssue>> {
+    compile_with_secrets(spec, principals, http, &Arc::default())
+}
+
+/// Check one spec's meaning (beyond its shape) and compile it; its
+/// `{{ secret.NAME }}`s must be defined in `secrets`, which the compiled
+/// tool keeps to read values at call time.
+pub fn compile_with_secrets(
+    spec: ToolSpec,
+    principals: Option<&Principals>,
+    http: &reqwest::Client,
+    secrets: &Arc<Secrets>,
 ) -> Result<CompiledTool, Vec<SpecIssue>> {
     let mut issues = Vec::new();
     if !valid_name(&spec.name) {
@@ -207,6 +259,7 @@ pub fn compile(
         );
     }
     let validator = compile_schema("input_schema", &spec.input_schema, &mut issues);
+    check_sensitive_marks("input_schema", &spec.input_schema, &mut issues);
     if let Some(out) = &spec.output_schema {
         compile_schema("output_schema", out, &mut issues);
     }
@@ -256,14 +309,14 @@ pub fn compile(
             DEFAULT_TIMEOUT
         }),
     };
-    if let Some(cost) = &spec.cost
-        && !(cost.usd.is_finite() && cost.usd >= 0.0)
-    {
-        issues.push(SpecIssue::at("cost.usd", "must be a number ≥ 0"));
-    }
+    issues.extend(spec::governance::check(
+        &spec,
+        &property_names(&spec.input_schema),
+    ));
     let ctx = CompileContext {
         properties: property_names(&spec.input_schema),
         http: http.clone(),
+        secrets: secrets.clone(),
     };
     let run = spec
         .run
@@ -281,9 +334,36 @@ pub fn compile(
             timeout,
             per_principal,
             global,
+            secrets: secrets.clone(),
+            sensitive_args: secrets::has_sensitive(&spec.input_schema),
             spec,
         }),
         _ => Err(issues),
+    }
+}
+
+/// `x-sensitive` must be a boolean wherever a property schema has it: a
+/// string like `"yes"` would otherwise silently leave the value in clear.
+fn check_sensitive_marks(field: &str, schema: &Value, issues: &mut Vec<SpecIssue>) {
+    let props = schema.get("properties").and_then(Value::as_object);
+    let nested = props
+        .into_iter()
+        .flatten()
+        .map(|(name, sub)| (format!("{field}.properties.{name}"), sub))
+        .chain(schema.get("items").map(|i| (format!("{field}.items"), i)));
+    for (at, sub) in nested {
+        if let Some(mark) = sub.get(secrets::SENSITIVE_KEYWORD)
+            && !mark.is_boolean()
+        {
+            issues.push(
+                SpecIssue::at(
+                    format!("{at}.{}", secrets::SENSITIVE_KEYWORD),
+                    format!("must be true or false, not {mark}"),
+                )
+                .hint("x-sensitive: true stores the value in receipts as a keyed hash"),
+            );
+        }
+        check_sensitive_marks(&at, sub, issues);
     }
 }
 

@@ -177,7 +177,11 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
-        let approval_ttl = match file.approvals.as_ref().and_then(|a| a.expire_after.as_deref()) {
+        let approval_ttl = match file
+            .approvals
+            .as_ref()
+            .and_then(|a| a.expire_after.as_deref())
+        {
             None => DEFAULT_APPROVAL_TTL,
             Some(text) => humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
                 path: config_file.clone().unwrap_or_default(),

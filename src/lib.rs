@@ -21,6 +21,7 @@
 //! - [`http`]: Streamable HTTP: authentication guard, operations endpoints, graceful drain.
 //! - [`auth`]: API keys and JWT bearer tokens.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`secrets`]: server-side secrets (`{{ secret.NAME }}`), redaction, `x-sensitive` hashing.
 //! - [`catalog`]: the compiled, servable set of tools built at start-up.
 //! - [`shutdown`]: draining running calls and interrupting the rest.
 
@@ -32,8 +33,10 @@ pub mod executor;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod principals;
 pub mod receipt;
+pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod spec;

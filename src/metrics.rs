@@ -78,6 +78,13 @@ pub const AUTH_FAILURES_TOTAL: &str = "tollgate_auth_failures_total";
 pub const ACTIVE_SESSIONS: &str = "tollgate_active_sessions";
 /// Gauge: 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "tollgate_build_info";
+/// US dollars spent on calls since start, by tool (a gauge: counters are
+/// integers, and a cent must add up exactly).
+pub const SPEND_USD: &str = "tollgate_spend_usd";
+/// A budget's running total in its current period, by budget, subject and unit.
+pub const BUDGET_USED: &str = "tollgate_budget_used";
+/// A budget's cap, by budget and unit.
+pub const BUDGET_LIMIT: &str = "tollgate_budget_limit";
 
 /// The `tool` label for a name we do not serve (see the module docs).
 pub const UNKNOWN_TOOL_LABEL: &str = "(unknown)";
@@ -212,6 +219,15 @@ fn describe() {
     );
     describe_gauge!(ACTIVE_SESSIONS, Unit::Count, "Open MCP sessions.");
     describe_gauge!(
+        SPEND_USD,
+        "US dollars spent on calls since this process started (receipt cost_usd), by tool."
+    );
+    describe_gauge!(
+        BUDGET_USED,
+        "Budget used in the current period, by budget, subject and unit (calls or usd)."
+    );
+    describe_gauge!(BUDGET_LIMIT, "Budget cap, by budget and unit (calls or usd).");
+    describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which tollgate is running."
     );
@@ -271,6 +287,24 @@ pub fn call_finished(
     histogram!(CALL_DURATION, "tool" => tool.clone()).record(total);
     if let Some(exec) = exec {
         histogram!(EXECUTION_DURATION, "tool" => tool).record(exec);
+    }
+}
+
+/// A call of the served tool `tool` cost `usd` dollars.
+pub fn spent(tool: &str, usd: f64) {
+    gauge!(SPEND_USD, "tool" => tool_label(tool, true)).increment(usd);
+}
+
+/// A budget's total after a call was charged to it.
+pub fn budget_used(budget: &str, subject: &str, calls: i64, usd: f64, max_calls: Option<u64>, max_usd: Option<f64>) {
+    let (b, s) = (budget.to_owned(), subject.to_owned());
+    gauge!(BUDGET_USED, "budget" => b.clone(), "subject" => s.clone(), "unit" => "calls").set(calls as f64);
+    gauge!(BUDGET_USED, "budget" => b.clone(), "subject" => s, "unit" => "usd").set(usd);
+    if let Some(max) = max_calls {
+        gauge!(BUDGET_LIMIT, "budget" => b.clone(), "unit" => "calls").set(max as f64);
+    }
+    if let Some(max) = max_usd {
+        gauge!(BUDGET_LIMIT, "budget" => b, "unit" => "usd").set(max);
     }
 }
 

@@ -1,20 +1,28 @@
-//! The strict `{{ args.NAME }}` placeholder syntax used by executors.
+//! The strict `{{ args.NAME }}` / `{{ secret.NAME }}` placeholder syntax
+//! used by executors.
 //!
 //! A spec author writes placeholders in argv elements, URLs, headers, bodies
 //! and static results; at call time they are filled from the call's validated
-//! arguments. The syntax is deliberately tiny and unforgiving:
+//! arguments and, for `secret`, from the server's secrets
+//! ([`crate::secrets`]). The syntax is deliberately tiny and unforgiving:
 //!
 //! - `{{ args.NAME }}` or `{{ args.NAME.sub.field }}`, whitespace inside the
 //!   braces optional; every segment matches `[A-Za-z_][A-Za-z0-9_-]*`.
+//! - `{{ secret.NAME }}`, exactly one segment matching `[A-Z][A-Z0-9_]*`
+//!   (upper case, like its `TOLLGATE_SECRET_NAME` variable).
 //! - Anything else that involves `{{` or `}}` (an unknown root, an empty name,
 //!   an unclosed `{{`, a stray `}}`, odd characters) is a parse error. A
 //!   typo must fail when specs load, not turn into literal text that a
 //!   program later receives.
 //!
 //! Templates are parsed once, when a tool version is compiled, and
-//! [`check_placeholders`] turns every placeholder that names no input-schema
-//! property into a [`SpecIssue`], so an unknown placeholder is always a load
-//! error and never a runtime surprise.
+//! [`check_placeholders`] turns every argument placeholder that names no
+//! input-schema property into a [`SpecIssue`], and [`check_secrets`] every
+//! secret placeholder that names no defined secret, so an unknown
+//! placeholder is always a load error and never a runtime surprise.
+//!
+//! Rendering looks values up in a [`Scope`]: the arguments, plus the
+//! secrets the executor resolved for this call.
 //!
 //! How a value is *inserted* depends on where it goes (one argv element, a
 //! percent-encoded URL component, a typed JSON value), so this module offers
@@ -27,23 +35,23 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::secrets::{Secrets, is_secret_name};
 use crate::spec::issue::SpecIssue;
 
 /// Where a placeholder's value comes from.
-///
-/// Only `args` exists today. A later `secret` root (`{{ secret.KEY }}`) is a
-/// new variant here, a new arm in [`Root::from_name`] and in
-/// [`Placeholder::lookup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Root {
     /// The call's validated arguments.
     Args,
+    /// A server-side secret, resolved when the call runs (never from the caller).
+    Secret,
 }
 
 impl Root {
     fn from_name(name: &str) -> Option<Root> {
         match name {
             "args" => Some(Root::Args),
+            "secret" => Some(Root::Secret),
             _ => None,
         }
     }
@@ -52,6 +60,7 @@ impl Root {
     pub fn name(self) -> &'static str {
         match self {
             Root::Args => "args",
+            Root::Secret => "secret",
         }
     }
 }
@@ -60,9 +69,51 @@ impl Root {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder {
     pub root: Root,
-    /// Never empty: `path[0]` is the argument name, the rest descend into
-    /// nested objects.
+    /// Never empty: `path[0]` is the argument (or secret) name; for
+    /// arguments, the rest descend into nested objects. A secret's path has
+    /// exactly one element.
     pub path: Vec<String>,
+}
+
+/// The values placeholders are filled from: the call's arguments and the
+/// secrets resolved for it. `From<&Map>` gives a scope with arguments only,
+/// which is all a tool without secrets needs.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    args: &'a Map<String, Value>,
+    secrets: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> Scope<'a> {
+    /// Arguments and resolved secrets (see [`crate::secrets::Resolved`]).
+    pub fn new(args: &'a Map<String, Value>, secrets: &'a Map<String, Value>) -> Scope<'a> {
+        Scope {
+            args,
+            secrets: Some(secrets),
+        }
+    }
+}
+
+impl<'a> From<&'a Map<String, Value>> for Scope<'a> {
+    fn from(args: &'a Map<String, Value>) -> Scope<'a> {
+        Scope {
+            args,
+            secrets: None,
+        }
+    }
+}
+
+impl fmt::Debug for Scope<'_> {
+    /// Secret names only, never values.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("args", &self.args.keys().collect::<Vec<_>>())
+            .field(
+                "secrets",
+                &self.secrets.map(|s| s.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
 }
 
 impl Placeholder {
@@ -71,12 +122,14 @@ impl Placeholder {
     /// JSON `null` counts as absent: a caller who sends `"x": null` for an
     /// optional argument means "not given", and treating it so keeps
     /// executors to one rule (absent → omitted).
-    pub fn lookup<'a>(&self, args: &'a Map<String, Value>) -> Option<&'a Value> {
+    pub fn lookup<'a>(&self, scope: impl Into<Scope<'a>>) -> Option<&'a Value> {
+        let scope = scope.into();
         let (first, rest) = self.path.split_first()?;
-        let scope = match self.root {
-            Root::Args => args,
+        let map = match self.root {
+            Root::Args => scope.args,
+            Root::Secret => scope.secrets?,
         };
-        let mut value = scope.get(first)?;
+        let mut value = map.get(first)?;
         for segment in rest {
             value = value.as_object()?.get(segment)?;
         }
@@ -103,11 +156,17 @@ pub enum TemplateError {
     #[error("empty placeholder at byte {offset}; write `{{{{ args.NAME }}}}`")]
     Empty { offset: usize },
     #[error(
-        "unknown placeholder root `{root}` in `{{{{ {inner} }}}}`; the only root is `args`, as in `{{{{ args.NAME }}}}`"
+        "unknown placeholder root `{root}` in `{{{{ {inner} }}}}`; the roots are `args` and `secret`, as in `{{{{ args.NAME }}}}` or `{{{{ secret.NAME }}}}`"
     )]
     UnknownRoot { root: String, inner: String },
-    #[error("placeholder `{{{{ {inner} }}}}` names no argument; write `{{{{ args.NAME }}}}`")]
+    #[error(
+        "placeholder `{{{{ {inner} }}}}` names no argument or secret; write `{{{{ args.NAME }}}}` or `{{{{ secret.NAME }}}}`"
+    )]
     MissingName { inner: String },
+    #[error(
+        "invalid secret name `{name}` in placeholder `{{{{ {inner} }}}}`; a secret name is one upper-case letter followed by A-Z, 0-9 and `_` ([A-Z][A-Z0-9_]*), as in `{{{{ secret.PAYMENTS_KEY }}}}`"
+    )]
+    BadSecretName { name: String, inner: String },
     #[error(
         "invalid name `{segment}` in placeholder `{{{{ {inner} }}}}`; a name starts with a letter or `_` and contains only letters, digits, `_` and `-`"
     )]
@@ -211,18 +270,19 @@ impl Template {
 
     /// Render with each value as text (see [`value_text`]); fails on the
     /// first absent placeholder so the caller can omit the whole thing.
-    pub fn render<'t>(&'t self, args: &Map<String, Value>) -> Result<String, Absent<'t>> {
-        self.render_encoded(args, |s| s.to_owned())
+    pub fn render<'t, 's>(&'t self, scope: impl Into<Scope<'s>>) -> Result<String, Absent<'t>> {
+        self.render_encoded(scope, |s| s.to_owned())
     }
 
     /// Like [`render`](Self::render), but passes each value's text through
     /// `encode` (e.g. percent-encoding) while literal text is kept as written.
-    pub fn render_encoded<'t>(
+    pub fn render_encoded<'t, 's>(
         &'t self,
-        args: &Map<String, Value>,
+        scope: impl Into<Scope<'s>>,
         encode: impl Fn(&str) -> String,
     ) -> Result<String, Absent<'t>> {
-        self.substitute(|p| p.lookup(args).map(|v| encode(&value_text(v))))
+        let scope = scope.into();
+        self.substitute(|p| p.lookup(scope).map(|v| encode(&value_text(v))))
     }
 
     /// The general form: `fill` gives each placeholder's replacement text,
@@ -244,20 +304,33 @@ impl Template {
 
     /// Render with absent placeholders as empty text: for display strings
     /// (static results) where a missing optional value should just vanish.
-    pub fn render_or_empty(&self, args: &Map<String, Value>) -> String {
-        self.substitute(|p| Some(p.lookup(args).map(value_text).unwrap_or_default()))
+    pub fn render_or_empty<'s>(&self, scope: impl Into<Scope<'s>>) -> String {
+        let scope = scope.into();
+        self.substitute(|p| Some(p.lookup(scope).map(value_text).unwrap_or_default()))
             .unwrap_or_default()
     }
 
+    /// Names of the secrets this template refers to, in order, repeated as written.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.placeholders()
+            .filter(|p| p.root == Root::Secret)
+            .map(|p| p.path[0].as_str())
+    }
+
     /// Parse `source` and check its placeholders against the input schema's
-    /// top-level `properties`, reporting problems at `field`.
-    pub fn compile(
+    /// top-level `properties` (and, given secrets, that every secret is
+    /// defined), reporting problems at `field`.
+    pub fn compile<'k>(
         source: &str,
         field: &str,
-        properties: &BTreeSet<String>,
+        known: impl Into<Known<'k>>,
     ) -> Result<Template, Vec<SpecIssue>> {
+        let known = known.into();
         let template = Template::parse(source).map_err(|e| vec![e.to_issue(field)])?;
-        let issues = check_placeholders(field, template.placeholders(), properties);
+        let mut issues = check_placeholders(field, template.placeholders(), known.properties);
+        if let Some(secrets) = known.secrets {
+            issues.extend(check_secrets(field, template.placeholders(), secrets));
+        }
         if issues.is_empty() {
             Ok(template)
         } else {
@@ -281,6 +354,20 @@ fn parse_placeholder(raw: &str, offset: usize) -> Result<Placeholder, TemplateEr
     if path.is_empty() || path == [""] {
         return Err(TemplateError::MissingName {
             inner: inner.to_owned(),
+        });
+    }
+    if root == Root::Secret {
+        // A secret is one string: no fields to descend into.
+        let name = path.join(".");
+        if !is_secret_name(&name) {
+            return Err(TemplateError::BadSecretName {
+                name,
+                inner: inner.to_owned(),
+            });
+        }
+        return Ok(Placeholder {
+            root,
+            path: vec![name],
         });
     }
     if let Some(bad) = path.iter().find(|s| !is_name(s)) {
@@ -310,8 +397,46 @@ pub fn value_text(value: &Value) -> String {
     }
 }
 
+/// What template compilation checks placeholders against: the input
+/// schema's top-level property names and, when given, the defined secrets.
+/// `From<&BTreeSet<String>>` gives properties only (secrets unchecked).
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    pub properties: &'a BTreeSet<String>,
+    pub secrets: Option<&'a Secrets>,
+}
+
+impl<'a> From<&'a BTreeSet<String>> for Known<'a> {
+    fn from(properties: &'a BTreeSet<String>) -> Known<'a> {
+        Known {
+            properties,
+            secrets: None,
+        }
+    }
+}
+
+/// One issue per `secret` placeholder whose secret is not defined, with the
+/// fix (`set TOLLGATE_SECRET_X or create <dir>/X`). Checked when a tool
+/// loads, so `serve` refuses to start rather than a call failing later.
+pub fn check_secrets<'a>(
+    field: &str,
+    placeholders: impl IntoIterator<Item = &'a Placeholder>,
+    secrets: &Secrets,
+) -> Vec<SpecIssue> {
+    placeholders
+        .into_iter()
+        .filter(|p| p.root == Root::Secret && !secrets.is_defined(&p.path[0]))
+        .map(|p| {
+            let name = &p.path[0];
+            SpecIssue::at(field, format!("secret `{name}` is not defined"))
+                .hint(secrets.define_hint(name))
+        })
+        .collect()
+}
+
 /// One issue per placeholder whose argument name is not a top-level property
 /// of the input schema. `field` is where the placeholders were written.
+/// Secret placeholders are not arguments and are left to [`check_secrets`].
 pub fn check_placeholders<'a>(
     field: &str,
     placeholders: impl IntoIterator<Item = &'a Placeholder>,
@@ -356,13 +481,14 @@ pub enum JsonTemplate {
 impl JsonTemplate {
     /// Parse every string in `value` and check its placeholders, reporting
     /// each problem at its own path under `field` (e.g. `run.http.body.n`).
-    pub fn compile(
+    pub fn compile<'k>(
         value: &Value,
         field: &str,
-        properties: &BTreeSet<String>,
+        known: impl Into<Known<'k>>,
     ) -> Result<JsonTemplate, Vec<SpecIssue>> {
+        let known = known.into();
         let mut issues = Vec::new();
-        let template = Self::compile_into(value, field, properties, &mut issues);
+        let template = Self::compile_into(value, field, known, &mut issues);
         if issues.is_empty() {
             Ok(template)
         } else {
@@ -373,11 +499,11 @@ impl JsonTemplate {
     fn compile_into(
         value: &Value,
         field: &str,
-        properties: &BTreeSet<String>,
+        known: Known<'_>,
         issues: &mut Vec<SpecIssue>,
     ) -> JsonTemplate {
         match value {
-            Value::String(s) => match Template::compile(s, field, properties) {
+            Value::String(s) => match Template::compile(s, field, known) {
                 Ok(t) if t.is_literal() => JsonTemplate::Literal(value.clone()),
                 Ok(t) => JsonTemplate::String(t),
                 Err(mut found) => {
@@ -389,16 +515,14 @@ impl JsonTemplate {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| {
-                        Self::compile_into(v, &format!("{field}[{i}]"), properties, issues)
-                    })
+                    .map(|(i, v)| Self::compile_into(v, &format!("{field}[{i}]"), known, issues))
                     .collect(),
             ),
             Value::Object(map) => JsonTemplate::Object(
                 map.iter()
                     .map(|(k, v)| {
                         let path = member_path(field, k);
-                        (k.clone(), Self::compile_into(v, &path, properties, issues))
+                        (k.clone(), Self::compile_into(v, &path, known, issues))
                     })
                     .collect(),
             ),
@@ -407,29 +531,47 @@ impl JsonTemplate {
     }
 
     /// Fill in the arguments. A top-level absent value renders as `null`.
-    pub fn render(&self, args: &Map<String, Value>) -> Value {
-        self.render_opt(args).unwrap_or(Value::Null)
+    pub fn render<'s>(&self, scope: impl Into<Scope<'s>>) -> Value {
+        self.render_opt(scope.into()).unwrap_or(Value::Null)
     }
 
-    fn render_opt(&self, args: &Map<String, Value>) -> Option<Value> {
+    fn render_opt(&self, scope: Scope<'_>) -> Option<Value> {
         match self {
             JsonTemplate::Literal(v) => Some(v.clone()),
             JsonTemplate::String(t) => match t.as_single_placeholder() {
-                Some(p) => p.lookup(args).cloned(),
-                None => t.render(args).ok().map(Value::String),
+                Some(p) => p.lookup(scope).cloned(),
+                None => t.render(scope).ok().map(Value::String),
             },
             JsonTemplate::Array(items) => Some(Value::Array(
                 items
                     .iter()
-                    .map(|t| t.render_opt(args).unwrap_or(Value::Null))
+                    .map(|t| t.render_opt(scope).unwrap_or(Value::Null))
                     .collect(),
             )),
             JsonTemplate::Object(members) => Some(Value::Object(
                 members
                     .iter()
-                    .filter_map(|(k, t)| Some((k.clone(), t.render_opt(args)?)))
+                    .filter_map(|(k, t)| Some((k.clone(), t.render_opt(scope)?)))
                     .collect(),
             )),
+        }
+    }
+
+    /// Every placeholder in the value, in document order.
+    pub fn placeholders(&self) -> Vec<&Placeholder> {
+        let mut out = Vec::new();
+        self.collect_placeholders(&mut out);
+        out
+    }
+
+    fn collect_placeholders<'t>(&'t self, out: &mut Vec<&'t Placeholder>) {
+        match self {
+            JsonTemplate::Literal(_) => {}
+            JsonTemplate::String(t) => out.extend(t.placeholders()),
+            JsonTemplate::Array(items) => items.iter().for_each(|t| t.collect_placeholders(out)),
+            JsonTemplate::Object(members) => members
+                .iter()
+                .for_each(|(_, t)| t.collect_placeholders(out)),
         }
     }
 }
@@ -522,8 +664,90 @@ mod tests {
         assert!(
             err("{{ nope.x }}")
                 .to_string()
-                .contains("the only root is `args`")
+                .contains("the roots are `args` and `secret`")
         );
+    }
+
+    #[test]
+    fn parses_secret_placeholders() {
+        let t = Template::parse("Bearer {{ secret.PAYMENTS_KEY }}").unwrap();
+        let p = t.placeholders().next().unwrap();
+        assert_eq!(p.root, Root::Secret);
+        assert_eq!(p.path, ["PAYMENTS_KEY"]);
+        assert_eq!(p.to_string(), "secret.PAYMENTS_KEY");
+        assert_eq!(t.secret_names().collect::<Vec<_>>(), ["PAYMENTS_KEY"]);
+        let t = Template::parse("{{secret.A}}-{{ args.a }}-{{ secret.B_2 }}").unwrap();
+        assert_eq!(t.secret_names().collect::<Vec<_>>(), ["A", "B_2"]);
+        for bad in [
+            "{{ secret.lower }}",
+            "{{ secret.Mixed }}",
+            "{{ secret._X }}",
+            "{{ secret.1X }}",
+            "{{ secret.A-B }}",
+            "{{ secret.A.B }}",
+        ] {
+            let e = Template::parse(bad).unwrap_err();
+            assert!(
+                matches!(e, TemplateError::BadSecretName { .. }),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains("[A-Z][A-Z0-9_]*"), "{e}");
+        }
+        assert!(matches!(
+            Template::parse("{{ secret }}").unwrap_err(),
+            TemplateError::MissingName { .. }
+        ));
+        assert!(matches!(
+            Template::parse("{{ secrets.X }}").unwrap_err(),
+            TemplateError::UnknownRoot { .. }
+        ));
+    }
+
+    #[test]
+    fn secrets_render_from_the_scope_only() {
+        let a = args(json!({"id": "7", "KEY": "from-args"}));
+        let s = args(json!({"KEY": "from-secrets"}));
+        let t = Template::parse("{{ args.id }}:{{ secret.KEY }}").unwrap();
+        assert_eq!(t.render(Scope::new(&a, &s)).unwrap(), "7:from-secrets");
+        // Without resolved secrets a secret is absent, never taken from args.
+        assert!(t.render(&a).is_err());
+        let j = JsonTemplate::compile(&json!({"k": "{{ secret.KEY }}"}), "b", &props(&[])).unwrap();
+        assert_eq!(j.render(Scope::new(&a, &s)), json!({"k": "from-secrets"}));
+        assert_eq!(j.placeholders().len(), 1);
+        let shown = format!("{:?}", Scope::new(&a, &s));
+        assert!(!shown.contains("from-secrets"), "{shown}");
+    }
+
+    #[test]
+    fn secret_placeholders_are_not_arguments_and_must_be_defined() {
+        // Not an argument: no "unknown placeholder" issue without secrets to check.
+        assert!(Template::compile("{{ secret.KEY }}", "f", &props(&[])).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("DEFINED"), "value-123456").unwrap();
+        let secrets = Secrets::from_vars(Vec::<(String, String)>::new(), Some(dir.path())).unwrap();
+        let p = props(&["id"]);
+        let known = Known {
+            properties: &p,
+            secrets: Some(&secrets),
+        };
+        assert!(Template::compile("{{ secret.DEFINED }}/{{ args.id }}", "f", known).is_ok());
+        let issues =
+            Template::compile("{{ secret.MISSING }}{{ args.nope }}", "run.x", known).unwrap_err();
+        assert_eq!(issues.len(), 2);
+        assert_eq!(issues[0].message, "unknown placeholder `args.nope`");
+        assert_eq!(issues[1].field, "run.x");
+        assert_eq!(issues[1].message, "secret `MISSING` is not defined");
+        assert_eq!(
+            issues[1].hint.as_deref().unwrap(),
+            format!(
+                "set TOLLGATE_SECRET_MISSING or create {}",
+                dir.path().join("MISSING").display()
+            )
+        );
+        let issues =
+            JsonTemplate::compile(&json!({"a": ["{{ secret.GONE }}"]}), "run.http.body", known)
+                .unwrap_err();
+        assert_eq!(issues[0].field, "run.http.body.a[0]");
     }
 
     #[test]

@@ -9,8 +9,10 @@ use anyhow::{Context, bail};
 use tollgate::catalog::{Catalog, CatalogError, check_dir, spec_files};
 use tollgate::config::Settings;
 use tollgate::executor;
-use tollgate::pipeline::{Identity, Pipeline};
+use tollgate::pipeline::{Budgets, Governance, Identity, Pipeline};
+use tollgate::policy::{self, PolicyEngine, PolicyIssue};
 use tollgate::principals::Principals;
+use tollgate::secrets::{self, Secrets};
 use tollgate::spec::SpecIssue;
 use tollgate::store::{ReceiptWriter, Store, WriterHandle};
 
@@ -28,7 +30,10 @@ impl App {
         let principals = Principals::load(&settings.principals)?;
         let store = open_store(settings).await?;
         let http = http_client()?;
-        let catalog = match Catalog::load(&settings.specs, &principals, &store, &http).await {
+        let secrets = load_secrets(settings)?;
+        let catalog = match Catalog::load(&settings.specs, &principals, &store, &http, &secrets)
+            .await
+        {
             Ok(c) => c,
             Err(CatalogError::Specs(issues)) => {
                 print_issues(&issues);
@@ -40,15 +45,43 @@ impl App {
             }
             Err(e) => return Err(e.into()),
         };
+        if catalog.iter().any(|t| t.sensitive_args) {
+            // Create (or check) the receipt HMAC key now, so a problem with
+            // it stops start-up instead of surfacing in a call.
+            secrets
+                .hash_key()
+                .context("cannot set up the key for x-sensitive arguments")?;
+        }
         if catalog.is_empty() {
             tracing::warn!(specs = %settings.specs.display(), "no tools are active; clients will see an empty tool list");
         }
+        let policy = load_policies(settings, &catalog, &principals)?;
+        store
+            .record_policy_set(policy.hash(), &policy::source::sources_json(policy.sources()))
+            .await?;
+        tracing::info!(policy_set = %policy.hash(), policies = policy.len(), "policies loaded");
+        let budgets = Budgets::new(&settings.budgets, &principals).map_err(|problems| {
+            for p in &problems {
+                eprintln!("error: config: {p}");
+            }
+            anyhow::anyhow!(
+                "refusing to start: {} problem(s) in the `budgets:` section of the config",
+                problems.len()
+            )
+        })?;
         let (writer, handle) = ReceiptWriter::spawn(&store);
+        let governance = Governance {
+            policy: Arc::new(policy),
+            budgets,
+            store: store.clone(),
+            approval_ttl: settings.approval_ttl,
+        };
         let pipeline = Pipeline::new(
             Arc::new(catalog),
             Arc::new(principals),
             writer,
             settings.max_args_bytes,
+            governance,
         );
         Ok(App {
             pipeline: Arc::new(pipeline),
@@ -63,6 +96,34 @@ impl App {
         drop(self.pipeline);
         self.writer.shutdown().await;
         self.store.close().await;
+    }
+}
+
+/// Load and validate the policy set for `catalog`, printing every problem.
+pub fn load_policies(
+    settings: &Settings,
+    catalog: &Catalog,
+    principals: &Principals,
+) -> anyhow::Result<PolicyEngine> {
+    PolicyEngine::load(&settings.policies, catalog.iter(), Some(principals)).map_err(|issues| {
+        print_policy_issues(settings, &issues);
+        anyhow::anyhow!(
+            "refusing to start: {} problem(s) in the policies under {} (fix them, then run `tollgate check`)",
+            issues.len(),
+            settings.policies.display()
+        )
+    })
+}
+
+/// One line per policy problem, with the policies directory in front of
+/// the file name so the path can be opened as printed.
+pub fn print_policy_issues(settings: &Settings, issues: &[PolicyIssue]) {
+    for issue in issues {
+        let mut issue = issue.clone();
+        if issue.file.ends_with(".cedar") {
+            issue.file = settings.policies.join(&issue.file).display().to_string();
+        }
+        eprintln!("error: {issue}");
     }
 }
 
@@ -98,7 +159,13 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// are reported as a warning: the registry is then shown as last recorded.
 pub async fn sync_registry(settings: &Settings, store: &Store) -> anyhow::Result<()> {
     let principals = Principals::load(&settings.principals).ok();
-    match check_dir(&settings.specs, principals.as_ref(), &http_client()?) {
+    let secrets = load_secrets(settings)?;
+    match check_dir(
+        &settings.specs,
+        principals.as_ref(),
+        &http_client()?,
+        &secrets,
+    ) {
         Ok((loaded, _)) => {
             store.sync_specs(&spec_files(&loaded)).await?;
         }
@@ -115,6 +182,15 @@ pub fn print_issues(issues: &[SpecIssue]) {
     for issue in issues {
         eprintln!("error: {issue}");
     }
+}
+
+/// The server's secrets: `TOLLGATE_SECRET_*` and `secrets_dir`, with the
+/// receipt HMAC key file next to the database.
+pub fn load_secrets(settings: &Settings) -> anyhow::Result<Arc<Secrets>> {
+    let secrets = Secrets::load(settings.secrets_dir.as_deref())
+        .context("cannot load secrets")?
+        .with_key_file(secrets::key_file_for(&settings.db));
+    Ok(Arc::new(secrets))
 }
 
 /// The shared HTTP client for `http` tools.

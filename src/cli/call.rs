@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::app::{App, local_identity};
 use super::{EXIT_FAILED, Global};
-use tollgate::pipeline::{CallRequest, Origin};
+use tollgate::pipeline::{CallMeta, CallRequest, Origin};
 
 #[derive(Args, Debug)]
 pub struct CallArgs {
@@ -20,6 +20,13 @@ pub struct CallArgs {
     /// Print the result and receipt id as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Idempotency key (as `_meta.tollgate/idempotency_key`): a repeat with
+    /// the same key returns the first result instead of running again.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Follow up on this approval (as `_meta.tollgate/approval_id`).
+    #[arg(long, value_name = "ID")]
+    pub approval_id: Option<String>,
 }
 
 pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
@@ -45,6 +52,11 @@ pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
     let request = CallRequest {
         tool: args.name,
         arguments: Some(arguments),
+        meta: CallMeta {
+            idempotency_key: args.idempotency_key,
+            approval_id: args.approval_id,
+            invalid: None,
+        },
     };
     let reply = app.pipeline.call(&identity, origin, request).await;
     app.shutdown().await;
@@ -58,6 +70,7 @@ pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
             "is_error": !ok,
             "text": text,
             "structured": structured,
+            "meta": reply.meta,
         });
         println!("{out}");
     } else {
@@ -69,6 +82,11 @@ pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
         match &reply.receipt_id {
             Some(id) => eprintln!("receipt: {id}"),
             None => eprintln!("receipt: none (could not be committed)"),
+        }
+        if let Some(decision) = reply.meta.get("tollgate/decision").and_then(Value::as_str)
+            && decision != "allowed"
+        {
+            eprintln!("decision: {decision}");
         }
     }
     Ok(if ok { 0 } else { EXIT_FAILED })

@@ -1,10 +1,12 @@
 //! `tollgate check` and `tollgate schema`.
 
 use super::EXIT_FAILED;
-use super::app::{http_client, print_issues};
+use super::app::{http_client, load_secrets, print_issues};
 use tollgate::catalog::{CatalogError, check_dir};
 use tollgate::config::Settings;
 use tollgate::principals::Principals;
+use tollgate::secrets::Secrets;
+use tollgate::spec::ToolSpec;
 
 pub fn check(settings: &Settings) -> anyhow::Result<u8> {
     let principals = match Principals::load(&settings.principals) {
@@ -14,7 +16,13 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
             None
         }
     };
-    match check_dir(&settings.specs, principals.as_ref(), &http_client()?) {
+    let secrets = load_secrets(settings)?;
+    match check_dir(
+        &settings.specs,
+        principals.as_ref(),
+        &http_client()?,
+        &secrets,
+    ) {
         Ok((loaded, compiled)) => {
             for (spec, tool) in loaded.iter().zip(&compiled) {
                 let who = if spec.spec.allow.is_empty() {
@@ -29,6 +37,9 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
                     spec.file.display(),
                     humantime::format_duration(tool.timeout)
                 );
+                if let Some(line) = secrets_line(&spec.spec, &secrets) {
+                    println!("    {line}");
+                }
             }
             println!(
                 "{} tool(s) would be loaded from {}",
@@ -39,6 +50,13 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
         }
         Err(CatalogError::Specs(issues)) => {
             print_issues(&issues);
+            // Which secrets each tool needs, so one run shows everything
+            // to define (the issues above name the undefined ones too).
+            for loaded in tollgate::spec::load_dir(&settings.specs).specs {
+                if let Some(line) = secrets_line(&loaded.spec, &secrets) {
+                    eprintln!("{}: {line}", loaded.spec.name);
+                }
+            }
             eprintln!(
                 "{} problem(s) found in {}",
                 issues.len(),
@@ -48,6 +66,26 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `secrets: A (defined), B (undefined)`: names only, never values.
+fn secrets_line(spec: &ToolSpec, secrets: &Secrets) -> Option<String> {
+    let names = spec.run.secret_names();
+    if names.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let state = if secrets.is_defined(n) {
+                "defined"
+            } else {
+                "undefined"
+            };
+            format!("{n} ({state})")
+        })
+        .collect();
+    Some(format!("secrets: {}", listed.join(", ")))
 }
 
 pub fn schema() -> anyhow::Result<u8> {

@@ -8,11 +8,16 @@
 //!
 //! The child gets a cleared environment plus an allowlist, null stdin, and
 //! its own process group, so a timeout can kill everything it started.
+//!
+//! Secrets reach a program through `{{ secret.NAME }}` in argv elements or
+//! `set_env` values, resolved when the call runs. `set_env` is the better
+//! place: argv is visible to every user of the machine in `ps`.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -21,8 +26,9 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{CompileContext, ExecError, ExecOutput};
+use crate::secrets::{ENV_PREFIX, Resolved, Secrets};
 use crate::spec::issue::SpecIssue;
-use crate::template::Template;
+use crate::template::{Root, Scope, Template};
 
 /// How much of stderr a failure message shows (its end, where errors usually are).
 const STDERR_TAIL_BYTES: usize = 2048;
@@ -41,10 +47,12 @@ pub struct CommandSpec {
     pub cwd: Option<PathBuf>,
     /// Names of environment variables copied from tollgate's environment.
     /// Everything else is cleared, so secrets in tollgate's environment do
-    /// not leak into tools by accident.
+    /// not leak into tools by accident. `TOLLGATE_SECRET_*` variables cannot
+    /// be listed: pass a secret with `set_env` and `{{ secret.NAME }}`.
     #[serde(default = "default_env")]
     pub env: Vec<String>,
-    /// Extra environment variables with literal values.
+    /// Extra environment variables. Values are literal text, optionally with
+    /// `{{ secret.NAME }}` placeholders (not `args`).
     #[serde(default)]
     pub set_env: BTreeMap<String, String>,
     /// Cap on captured stdout and on captured stderr, each, in bytes. Output
@@ -84,9 +92,12 @@ pub struct CompiledCommand {
     args: Vec<Template>,
     cwd: Option<PathBuf>,
     env: Vec<String>,
-    set_env: BTreeMap<String, String>,
+    set_env: Vec<(String, Template)>,
     max_output_bytes: usize,
     output: OutputFormat,
+    secrets: Arc<Secrets>,
+    /// The secrets argv and `set_env` refer to, resolved at the start of each call.
+    secret_names: Vec<String>,
 }
 
 impl CommandSpec {
@@ -95,7 +106,7 @@ impl CommandSpec {
         let mut templates = Vec::new();
         for (i, element) in self.argv.iter().enumerate() {
             let field = format!("run.command.argv[{i}]");
-            match Template::compile(element, &field, &ctx.properties) {
+            match Template::compile(element, &field, ctx.known()) {
                 Ok(t) => templates.push(t),
                 Err(mut found) => issues.append(&mut found),
             }
@@ -138,8 +149,19 @@ impl CommandSpec {
                         "list variable names only, e.g. env: [PATH, LANG]; use set_env for values",
                     ),
                 );
+            } else if let Some(secret) = name.strip_prefix(ENV_PREFIX) {
+                issues.push(
+                    SpecIssue::at(
+                        format!("run.command.env[{i}]"),
+                        format!("`{name}` holds a tollgate secret and cannot be copied"),
+                    )
+                    .hint(format!(
+                        "pass it explicitly: set_env: {{ {secret}: \"{{{{ secret.{secret} }}}}\" }}"
+                    )),
+                );
             }
         }
+        let mut set_env = Vec::new();
         for (name, value) in &self.set_env {
             let field = format!("run.command.set_env.{name}");
             if !is_env_name(name) {
@@ -153,6 +175,17 @@ impl CommandSpec {
                     &field,
                     "the value contains a NUL byte, which no program can receive",
                 ));
+            }
+            match Template::compile(value, &field, ctx.known()) {
+                Ok(t) if t.placeholders().any(|p| p.root == Root::Args) => issues.push(
+                    SpecIssue::at(
+                        &field,
+                        "set_env values may use `{{ secret.NAME }}` placeholders, not `{{ args.… }}`",
+                    )
+                    .hint("pass arguments as argv elements"),
+                ),
+                Ok(t) => set_env.push((name.clone(), t)),
+                Err(mut found) => issues.append(&mut found),
             }
         }
         if self.cwd.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
@@ -173,14 +206,18 @@ impl CommandSpec {
         if !issues.is_empty() {
             return Err(issues);
         }
+        let secret_names =
+            super::secret_names(templates.iter().chain(set_env.iter().map(|(_, t)| t)));
         Ok(CompiledCommand {
             program,
             args: templates.split_off(1),
             cwd: self.cwd.clone(),
             env: self.env.clone(),
-            set_env: self.set_env.clone(),
+            set_env,
             max_output_bytes: self.max_output_bytes,
             output: self.output,
+            secrets: ctx.secrets.clone(),
+            secret_names,
         })
     }
 }
@@ -195,12 +232,25 @@ fn is_env_name(name: &str) -> bool {
 }
 
 impl CompiledCommand {
-    pub async fn run(
-        &self,
-        args: &Map<String, Value>,
-        timeout: Duration,
-    ) -> Result<ExecOutput, ExecError> {
-        let mut cmd = tokio::process::Command::new(&self.program);
+    /// The arguments after `argv[0]` for a call with `args`, one element per
+    /// template, without running anything. Public for the fuzz targets.
+    pub fn render_args(&self, args: &Map<String, Value>) -> Result<Vec<String>, ExecError> {
+        let secrets = self.resolve_secrets()?;
+        self.render_argv(Scope::new(args, secrets.map()))
+    }
+
+    /// This call's values of the secrets the spec refers to.
+    fn resolve_secrets(&self) -> Result<Resolved, ExecError> {
+        if self.secret_names.is_empty() {
+            return Ok(Resolved::none());
+        }
+        self.secrets
+            .resolve(self.secret_names.iter().map(String::as_str))
+            .map_err(|e| ExecError::Failed(e.to_string()))
+    }
+
+    fn render_argv(&self, args: Scope<'_>) -> Result<Vec<String>, ExecError> {
+        let mut argv = Vec::with_capacity(self.args.len());
         for (i, template) in self.args.iter().enumerate() {
             // An element referring to an absent argument is left out whole,
             // so optional flags like `--limit={{ args.limit }}` just vanish.
@@ -213,15 +263,41 @@ impl CompiledCommand {
                     i + 1
                 )));
             }
-            cmd.arg(arg);
+            argv.push(arg);
         }
+        Ok(argv)
+    }
+
+    pub async fn run(
+        &self,
+        args: &Map<String, Value>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, ExecError> {
+        let secrets = self.resolve_secrets()?;
+        let args = Scope::new(args, secrets.map());
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(self.render_argv(args)?);
         cmd.env_clear();
         for name in &self.env {
             if let Some(value) = std::env::var_os(name) {
                 cmd.env(name, value);
             }
         }
-        cmd.envs(&self.set_env);
+        for (name, template) in &self.set_env {
+            // Every placeholder here is a secret, resolved above.
+            let value = template.render(args).map_err(|absent| {
+                ExecError::Failed(format!(
+                    "set_env `{name}` needs secret `{}`, which is not defined",
+                    absent.0.path[0]
+                ))
+            })?;
+            if value.contains('\0') {
+                return Err(ExecError::Failed(format!(
+                    "set_env `{name}` contains a NUL byte, which cannot be passed to a program"
+                )));
+            }
+            cmd.env(name, value);
+        }
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }

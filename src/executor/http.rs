@@ -10,8 +10,15 @@
 //! Responses are read with a byte cap, so a huge body costs at most
 //! `max_response_bytes` of memory. Messages name the method, origin and path
 //! but never the query string or header values, which may carry secrets.
+//!
+//! `{{ secret.NAME }}` works wherever an argument does except the scheme,
+//! host and port (and a whole-URL placeholder): a secret may authenticate a
+//! request, but it never decides where the request goes, and a host would
+//! show in messages and DNS queries. Secret values are resolved when the
+//! call runs and encoded exactly like arguments.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -20,8 +27,11 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value};
 
 use super::{CompileContext, ExecError, ExecOutput};
+use crate::secrets::{Resolved, Secrets};
 use crate::spec::issue::SpecIssue;
-use crate::template::{JsonTemplate, Placeholder, Template, member_path, value_text};
+use crate::template::{
+    JsonTemplate, Known, Placeholder, Root, Scope, Template, member_path, value_text,
+};
 
 /// Everything except RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`).
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -104,6 +114,9 @@ pub struct CompiledHttp {
     headers: Vec<(HeaderName, Template)>,
     body: Option<JsonTemplate>,
     max_response_bytes: usize,
+    secrets: Arc<Secrets>,
+    /// The secrets the templates refer to, resolved at the start of each call.
+    secret_names: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +131,7 @@ enum UrlTemplate {
 impl HttpSpec {
     pub fn compile(&self, ctx: &CompileContext) -> Result<CompiledHttp, Vec<SpecIssue>> {
         let mut issues = Vec::new();
-        let props = &ctx.properties;
+        let props = ctx.known();
         let url = compile_url(&self.url, props, &mut issues);
 
         let mut query = Vec::new();
@@ -193,25 +206,40 @@ impl HttpSpec {
             );
         }
         match url {
-            Some(url) if issues.is_empty() => Ok(CompiledHttp {
-                client: ctx.http.clone(),
-                method: self.method.to_method(),
-                url,
-                query,
-                headers,
-                body,
-                max_response_bytes: self.max_response_bytes,
-            }),
+            Some(url) if issues.is_empty() => {
+                let url_parts: Vec<&Template> = match &url {
+                    UrlTemplate::Whole(_) => Vec::new(),
+                    UrlTemplate::Parts { path, rest } => vec![path, rest],
+                };
+                let mut secret_names = super::secret_names(
+                    url_parts
+                        .into_iter()
+                        .chain(query.iter().map(|(_, t)| t))
+                        .chain(headers.iter().map(|(_, t)| t)),
+                );
+                for p in body.iter().flat_map(JsonTemplate::placeholders) {
+                    if p.root == Root::Secret && !secret_names.contains(&p.path[0]) {
+                        secret_names.push(p.path[0].clone());
+                    }
+                }
+                Ok(CompiledHttp {
+                    client: ctx.http.clone(),
+                    method: self.method.to_method(),
+                    url,
+                    query,
+                    headers,
+                    body,
+                    max_response_bytes: self.max_response_bytes,
+                    secrets: ctx.secrets.clone(),
+                    secret_names,
+                })
+            }
             _ => Err(issues),
         }
     }
 }
 
-fn compile_url(
-    source: &str,
-    props: &std::collections::BTreeSet<String>,
-    issues: &mut Vec<SpecIssue>,
-) -> Option<UrlTemplate> {
+fn compile_url(source: &str, props: Known<'_>, issues: &mut Vec<SpecIssue>) -> Option<UrlTemplate> {
     const FIELD: &str = "run.http.url";
     let template = match Template::compile(source, FIELD, props) {
         Ok(t) => t,
@@ -221,6 +249,16 @@ fn compile_url(
         }
     };
     if let Some(p) = template.as_single_placeholder() {
+        if p.root == Root::Secret {
+            issues.push(
+                SpecIssue::at(
+                    FIELD,
+                    format!("the whole URL is the secret placeholder `{{{{ {p} }}}}`, which would put a secret in the scheme, host and port"),
+                )
+                .hint("write the scheme and host in the spec and put secrets in the path, query, headers or body, e.g. https://hooks.example.com/services/{{ secret.HOOK_ID }}"),
+            );
+            return None;
+        }
         return Some(UrlTemplate::Whole(p.clone()));
     }
     // The operator chooses where requests go: a placeholder in the scheme,
@@ -303,6 +341,8 @@ impl CompiledHttp {
         args: &Map<String, Value>,
         timeout: Duration,
     ) -> Result<ExecOutput, ExecError> {
+        let secrets = self.resolve_secrets()?;
+        let args = Scope::new(args, secrets.map());
         let url = match self.url(args) {
             Ok(url) => url,
             Err(Refusal::Tool(text)) => return Ok(ExecOutput::error(text)),
@@ -315,11 +355,15 @@ impl CompiledHttp {
             let Ok(text) = template.render(args) else {
                 continue;
             };
-            let value = HeaderValue::from_str(&text).map_err(|_| {
+            let mut value = HeaderValue::from_str(&text).map_err(|_| {
                 ExecError::Failed(format!(
                     "the value for header `{name}` contains characters not allowed in HTTP headers"
                 ))
             })?;
+            if template.secret_names().next().is_some() {
+                // Keeps it out of HTTP/2 header compression tables (HPACK).
+                value.set_sensitive(true);
+            }
             request = request.header(name, value);
         }
         if let Some(body) = &self.body {
@@ -331,7 +375,29 @@ impl CompiledHttp {
         }
     }
 
-    fn url(&self, args: &Map<String, Value>) -> Result<Url, Refusal> {
+    /// The URL a call with `args` would request (placeholders encoded,
+    /// query appended, checked), without sending anything; `Err` is the
+    /// message the call would fail with. Public for the fuzz targets.
+    pub fn render_url(&self, args: &Map<String, Value>) -> Result<Url, String> {
+        let secrets = self.resolve_secrets().map_err(|e| e.to_string())?;
+        let args = Scope::new(args, secrets.map());
+        self.url(args).map_err(|refusal| match refusal {
+            Refusal::Tool(text) => text,
+            Refusal::Exec(e) => e.to_string(),
+        })
+    }
+
+    /// This call's values of the secrets the spec refers to.
+    fn resolve_secrets(&self) -> Result<Resolved, ExecError> {
+        if self.secret_names.is_empty() {
+            return Ok(Resolved::none());
+        }
+        self.secrets
+            .resolve(self.secret_names.iter().map(String::as_str))
+            .map_err(|e| ExecError::Failed(e.to_string()))
+    }
+
+    fn url(&self, args: Scope<'_>) -> Result<Url, Refusal> {
         let mut url = match &self.url {
             UrlTemplate::Whole(p) => {
                 let text = p.lookup(args).map(value_text).ok_or_else(|| {
@@ -353,6 +419,13 @@ impl CompiledHttp {
                     let Some(text) = p.lookup(args).map(value_text) else {
                         continue;
                     };
+                    if p.root == Root::Secret && matches!(text.as_str(), "" | "." | "..") {
+                        // Never show a secret's value, not even a harmless one.
+                        return Err(Refusal::Exec(ExecError::Failed(format!(
+                            "secret `{}` is empty, `.` or `..`, which cannot be used in the URL path",
+                            p.path[0]
+                        ))));
+                    }
                     if matches!(text.as_str(), "" | "." | "..") {
                         // Such values would silently change which resource is addressed.
                         return Err(Refusal::Tool(format!(
@@ -370,10 +443,18 @@ impl CompiledHttp {
                 let mut text = String::new();
                 for part in [path, rest] {
                     let rendered = part.render_encoded(args, encode).map_err(|absent| {
-                        Refusal::Exec(ExecError::Failed(format!(
-                            "the URL needs argument `{}`, which was not given",
-                            absent.0.path.join(".")
-                        )))
+                        Refusal::Exec(ExecError::Failed(match absent.0.root {
+                            Root::Args => format!(
+                                "the URL needs argument `{}`, which was not given",
+                                absent.0.path.join(".")
+                            ),
+                            Root::Secret => {
+                                format!(
+                                    "the URL needs secret `{}`, which is not defined",
+                                    absent.0.path[0]
+                                )
+                            }
+                        }))
                     })?;
                     text.push_str(&rendered);
                 }

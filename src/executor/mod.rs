@@ -20,11 +20,14 @@ pub mod http;
 pub mod static_;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::secrets::Secrets;
 use crate::spec::issue::SpecIssue;
+use crate::template::{Known, Template};
 
 /// The `run:` section of a tool spec.
 ///
@@ -89,6 +92,77 @@ pub struct CompileContext {
     pub properties: BTreeSet<String>,
     /// The shared HTTP client (one connection pool for every `http` tool).
     pub http: reqwest::Client,
+    /// The server's secrets: `{{ secret.NAME }}` must name a defined one,
+    /// and compiled executors keep this handle to read values when a call
+    /// runs (so a rotated secret file is used without a restart).
+    pub secrets: Arc<Secrets>,
+}
+
+impl CompileContext {
+    /// What templates are checked against: properties and defined secrets.
+    pub fn known(&self) -> Known<'_> {
+        Known {
+            properties: &self.properties,
+            secrets: Some(&self.secrets),
+        }
+    }
+}
+
+impl RunSpec {
+    /// Names of every secret the spec refers to, found without compiling
+    /// (so `tollgate check` can list them even for a spec with errors).
+    /// Strings that do not parse as templates are skipped.
+    pub fn secret_names(&self) -> BTreeSet<String> {
+        let mut sources: Vec<&str> = Vec::new();
+        match self {
+            RunSpec::Command(c) => {
+                sources.extend(c.argv.iter().map(String::as_str));
+                sources.extend(c.set_env.values().map(String::as_str));
+            }
+            RunSpec::Http(h) => {
+                sources.push(&h.url);
+                sources.extend(h.query.values().map(String::as_str));
+                sources.extend(h.headers.values().map(String::as_str));
+                if let Some(body) = &h.body {
+                    json_strings(body, &mut sources);
+                }
+            }
+            RunSpec::Static(st) => {
+                sources.extend(st.text.as_deref());
+                if let Some(json) = &st.json {
+                    json_strings(json, &mut sources);
+                }
+            }
+        }
+        sources
+            .into_iter()
+            .filter_map(|s| Template::parse(s).ok())
+            .flat_map(|t| t.secret_names().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+fn json_strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
+        _ => {}
+    }
+}
+
+/// Collect the distinct secret names of `templates`, in first-seen order:
+/// what an executor resolves at the start of each call.
+pub(crate) fn secret_names<'t>(templates: impl IntoIterator<Item = &'t Template>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for t in templates {
+        for name in t.secret_names() {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
 }
 
 impl RunSpec {
@@ -220,10 +294,24 @@ pub(crate) mod test_support {
     use super::*;
 
     pub fn ctx(properties: &[&str]) -> CompileContext {
+        ctx_with(properties, Secrets::empty())
+    }
+
+    pub fn ctx_with(properties: &[&str], secrets: Secrets) -> CompileContext {
         CompileContext {
             properties: properties.iter().map(|s| s.to_string()).collect(),
             http: http_client().expect("test HTTP client"),
+            secrets: Arc::new(secrets),
         }
+    }
+
+    /// Secrets with the given (NAME, value) pairs, as if from the environment.
+    pub fn secrets(pairs: &[(&str, &str)]) -> Secrets {
+        let vars: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{}{k}", crate::secrets::ENV_PREFIX), v.to_string()))
+            .collect();
+        Secrets::from_vars(vars, None).expect("test secrets")
     }
 
     pub fn args(v: Value) -> Map<String, Value> {
@@ -264,6 +352,46 @@ mod tests {
         let de = serde_norway::Deserializer::from_str("command: { argv: [ls], bogus: 1 }");
         let err = serde_path_to_error::deserialize::<_, RunSpec>(de).unwrap_err();
         assert_eq!(err.path().to_string(), "command.bogus");
+    }
+
+    #[test]
+    fn secret_names_are_found_without_compiling() {
+        let spec = run_spec(
+            "http: { url: 'http://h/{{ secret.PATH_KEY }}', query: { k: '{{ secret.Q }}' }, \
+             headers: { A: 'Bearer {{ secret.TOKEN }}', B: '{{ broken' }, body: { x: ['{{ secret.BODY }}'] } }",
+        );
+        let names: Vec<String> = spec.secret_names().into_iter().collect();
+        assert_eq!(names, ["BODY", "PATH_KEY", "Q", "TOKEN"]);
+        let spec = run_spec(
+            "command: { argv: [x, '--key={{ secret.A }}'], set_env: { K: '{{ secret.B }}' } }",
+        );
+        assert_eq!(
+            spec.secret_names().into_iter().collect::<Vec<_>>(),
+            ["A", "B"]
+        );
+        assert!(run_spec("static: { text: hi }").secret_names().is_empty());
+    }
+
+    #[test]
+    fn undefined_secret_is_a_spec_issue() {
+        let spec = run_spec(
+            "http: { url: 'http://h/x', headers: { Authorization: 'Bearer {{ secret.PAYMENTS_KEY }}' } }",
+        );
+        let issues = spec.compile(&ctx(&[])).unwrap_err();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].field, "run.http.headers.Authorization");
+        assert_eq!(issues[0].message, "secret `PAYMENTS_KEY` is not defined");
+        assert!(
+            issues[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .starts_with("set TOLLGATE_SECRET_PAYMENTS_KEY"),
+            "{:?}",
+            issues[0].hint
+        );
+        let defined = ctx_with(&[], secrets(&[("PAYMENTS_KEY", "pk_test_123456")]));
+        assert!(spec.compile(&defined).is_ok());
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The `static` executor: a fixed result, optionally filled in from the
 //! arguments. Useful for canned answers, tests and demos; it cannot fail.
+//!
+//! It refuses `{{ secret.NAME }}`: its result goes straight back to the
+//! caller, so a secret there could only ever be leaked (or redacted).
 
 use serde_json::{Map, Value};
 
 use super::{CompileContext, ExecOutput};
 use crate::spec::issue::SpecIssue;
-use crate::template::{JsonTemplate, Template};
+use crate::template::{JsonTemplate, Placeholder, Root, Template};
 
 /// `run: { static: {..} }`: exactly one of `text` or `json`.
 #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
@@ -29,11 +32,18 @@ pub enum CompiledStatic {
 
 impl StaticSpec {
     pub fn compile(&self, ctx: &CompileContext) -> Result<CompiledStatic, Vec<SpecIssue>> {
+        let props = &ctx.properties;
         match (&self.text, &self.json) {
-            (Some(text), None) => Template::compile(text, "run.static.text", &ctx.properties)
-                .map(CompiledStatic::Text),
-            (None, Some(json)) => JsonTemplate::compile(json, "run.static.json", &ctx.properties)
-                .map(CompiledStatic::Json),
+            (Some(text), None) => {
+                let t = Template::compile(text, "run.static.text", props)?;
+                no_secrets("run.static.text", t.placeholders())?;
+                Ok(CompiledStatic::Text(t))
+            }
+            (None, Some(json)) => {
+                let t = JsonTemplate::compile(json, "run.static.json", props)?;
+                no_secrets("run.static.json", t.placeholders())?;
+                Ok(CompiledStatic::Json(t))
+            }
             (Some(_), Some(_)) => Err(vec![
                 SpecIssue::at("run.static", "both `text` and `json` are set")
                     .hint("keep exactly one of them"),
@@ -43,6 +53,31 @@ impl StaticSpec {
                     .hint("e.g. static: { text: \"{{ args.message }}\" }"),
             ]),
         }
+    }
+}
+
+/// One issue per secret placeholder.
+fn no_secrets<'p>(
+    field: &str,
+    placeholders: impl IntoIterator<Item = &'p Placeholder>,
+) -> Result<(), Vec<SpecIssue>> {
+    let issues: Vec<SpecIssue> = placeholders
+        .into_iter()
+        .filter(|p| p.root == Root::Secret)
+        .map(|p| {
+            SpecIssue::at(
+                field,
+                format!(
+                    "a static result cannot use `{{{{ {p} }}}}`: it would be sent to the caller"
+                ),
+            )
+            .hint("secrets belong in a command's argv or set_env, or an http request")
+        })
+        .collect();
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(issues)
     }
 }
 
@@ -92,7 +127,8 @@ mod tests {
             out.structured,
             Some(json!({"echoed": "hi", "n": 2, "fixed": [1, true]}))
         );
-        assert_eq!(out.text, r#"{"echoed":"hi","fixed":[1,true],"n":2}"#);
+        // Keys keep the spec's order (serde_json's preserve_order is on).
+        assert_eq!(out.text, r#"{"echoed":"hi","n":2,"fixed":[1,true]}"#);
         assert!(!out.is_error);
     }
 
@@ -106,5 +142,21 @@ mod tests {
             .compile(&ctx(&["n"]))
             .unwrap_err();
         assert_eq!(issues[0].field, "run.static.json.a");
+    }
+
+    #[test]
+    fn secrets_are_refused() {
+        for yaml in [
+            "static: { text: 'key {{ secret.KEY }}' }",
+            "static: { json: { k: ['{{ secret.KEY }}'] } }",
+        ] {
+            let issues = run_spec(yaml).compile(&ctx(&[])).unwrap_err();
+            assert_eq!(issues.len(), 1, "{yaml}");
+            assert!(
+                issues[0].message.contains("cannot use `{{ secret.KEY }}`"),
+                "{}",
+                issues[0].message
+            );
+        }
     }
 }

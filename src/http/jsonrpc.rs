@@ -70,7 +70,8 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 /// Is `bytes` one JSON-RPC 2.0 message? Err = (code, message) to send back.
-fn envelope(bytes: &[u8]) -> Result<(), (i64, String)> {
+/// Public so the fuzz targets and property tests can drive it directly.
+pub fn envelope(bytes: &[u8]) -> Result<(), (i64, String)> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         (
             -32700,

@@ -10,7 +10,7 @@
 //! (permissions, limits, receipts) is the same pipeline stdio uses.
 
 mod guard;
-mod jsonrpc;
+pub mod jsonrpc;
 mod ops;
 
 use std::net::SocketAddr;

@@ -51,6 +51,16 @@ impl Principal {
     pub fn auth(&self) -> &str {
         &self.auth
     }
+
+    /// The requester of an approved call, as authenticated when it asked:
+    /// the run happens as them, with the roles they had then.
+    pub(super) fn restore(name: &str, roles: &[String], auth: &str) -> Principal {
+        Principal {
+            name: name.to_owned(),
+            roles: roles.to_vec(),
+            auth: auth.to_owned(),
+        }
+    }
 }
 
 /// Resolve `identity` against the principals directory.

@@ -15,6 +15,16 @@ pub struct Violation {
     pub message: String,
 }
 
+impl CallError {
+    /// The policies that decided a denial (for the receipt).
+    pub fn policies(&self) -> &[String] {
+        match self {
+            CallError::Denied { policies, .. } => policies,
+            _ => &[],
+        }
+    }
+}
+
 /// Why a call was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
@@ -39,12 +49,21 @@ pub enum CallError {
         violations: Vec<Violation>,
     },
 
-    #[error("permission denied: principal `{principal}` may not call `{tool}`; {}", allowed_by(.allowed_roles))]
+    /// `message` is safe for the client: it names the deciding policy (or
+    /// says nothing permitted the call) and never quotes policy text.
+    #[error("permission denied: {message}")]
     Denied {
-        tool: String,
-        principal: String,
-        allowed_roles: Vec<String>,
+        message: String,
+        /// The forbids that decided (empty when nothing permitted the call).
+        policies: Vec<String>,
     },
+
+    #[error("over budget: {0}")]
+    OverBudget(String),
+
+    /// An idempotency key in use: other arguments, or a call still running.
+    #[error("idempotency conflict: {0}")]
+    Conflict(String),
 
     #[error("rate limited: `{tool}` allows {limit} ({scope}); retry after {retry_after_ms} ms")]
     RateLimited {
@@ -69,6 +88,8 @@ impl CallError {
     pub fn decision(&self) -> Decision {
         match self {
             CallError::Unauthenticated(_) | CallError::Denied { .. } => Decision::Denied,
+            CallError::OverBudget(_) => Decision::OverBudget,
+            CallError::Conflict(_) => Decision::Conflict,
             CallError::UnknownTool { .. } => Decision::UnknownTool,
             CallError::ArgsTooLarge { .. }
             | CallError::InvalidArgs { .. }
@@ -96,10 +117,3 @@ fn render_violations(violations: &[Violation]) -> String {
         .join("\n")
 }
 
-fn allowed_by(roles: &[String]) -> String {
-    if roles.is_empty() {
-        "no role is allowed to call it".to_string()
-    } else {
-        format!("it requires one of the roles: {}", roles.join(", "))
-    }
-}

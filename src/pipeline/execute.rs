@@ -4,6 +4,12 @@
 //! process group or drop a connection). The outer timeout here is a safety
 //! net with a short grace period, so a misbehaving executor still cannot
 //! hold a call, and its receipt, forever.
+//!
+//! **Redaction happens here.** Whatever the tool produced (text, structured
+//! JSON, failure messages, which may echo a URL or a header) passes through
+//! the secrets' [`Redactor`] before this stage returns, so the receipt's
+//! excerpt and digest, the reply and any log line only ever see
+//! `[redacted:NAME]` in place of a secret value.
 
 use std::time::Duration;
 
@@ -11,6 +17,7 @@ use super::{Permit, ValidArgs};
 use crate::catalog::CompiledTool;
 use crate::executor::{ExecError, ExecOutput};
 use crate::receipt::Outcome;
+use crate::secrets::Redactor;
 use crate::shutdown::Shutdown;
 
 const GRACE: Duration = Duration::from_secs(2);
@@ -28,6 +35,30 @@ pub struct Executed {
 /// called for a call that was not authorized. `shutdown` interrupts the run
 /// when tollgate stops before the tool finishes.
 pub async fn execute(
+    tool: &CompiledTool,
+    args: &ValidArgs,
+    permit: Permit,
+    shutdown: &Shutdown,
+) -> Executed {
+    let mut executed = run(tool, args, permit, shutdown).await;
+    redact(&tool.secrets.redactor(), &mut executed.output);
+    executed
+}
+
+/// Replace every secret value in `output` with `[redacted:NAME]`.
+fn redact(redactor: &Redactor, output: &mut ExecOutput) {
+    if redactor.is_empty() {
+        return;
+    }
+    if let std::borrow::Cow::Owned(text) = redactor.redact(&output.text) {
+        output.text = text;
+    }
+    if let Some(structured) = &mut output.structured {
+        redactor.redact_json(structured);
+    }
+}
+
+async fn run(
     tool: &CompiledTool,
     args: &ValidArgs,
     _permit: Permit,

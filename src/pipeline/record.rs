@@ -39,6 +39,12 @@ pub struct Draft {
     principal: Option<(String, Vec<String>, String)>,
     version: Option<(i64, String)>,
     cost_usd: Option<f64>,
+    policy_set: Option<String>,
+    policies: Vec<String>,
+    approval_id: Option<String>,
+    replay_of: Option<String>,
+    /// Why an allowed call ran, when it is not simply "a policy allowed it".
+    run_reason: Option<String>,
 }
 
 impl Draft {
@@ -57,7 +63,72 @@ impl Draft {
             principal: None,
             version: None,
             cost_usd: None,
+            policy_set: None,
+            policies: Vec::new(),
+            approval_id: None,
+            replay_of: None,
+            run_reason: None,
         }
+    }
+
+    /// Say why the call ran (an approval) instead of naming the permits.
+    pub fn ran_because(&mut self, reason: String) {
+        self.run_reason = Some(reason);
+    }
+
+    /// The receipt reason of a call that ran.
+    pub fn reason_for_run(&self) -> String {
+        if let Some(r) = &self.run_reason {
+            return r.clone();
+        }
+        match self.policies.as_slice() {
+            [] => "allowed".to_owned(),
+            [one] => format!("allowed by policy `{one}`"),
+            many => format!("allowed by policies `{}`", many.join("`, `")),
+        }
+    }
+
+    /// The tool name as recorded.
+    pub fn tool_name(&self) -> &str {
+        &self.tool
+    }
+
+    /// The policy set that judged the call, and the deciding policies.
+    pub fn policies(&mut self, set: &str, policies: &[String]) {
+        self.policy_set = Some(set.to_owned());
+        self.policies = policies.to_vec();
+    }
+
+    /// The approval this receipt belongs to.
+    pub fn approval(&mut self, id: &str) {
+        self.approval_id = Some(id.to_owned());
+    }
+
+    /// The receipt whose stored result this call returned.
+    pub fn replay_of(&mut self, id: &str) {
+        self.replay_of = Some(id.to_owned());
+    }
+
+    /// The call's actual cost (from its result).
+    pub fn cost(&mut self, usd: Option<f64>) {
+        if usd.is_some() {
+            self.cost_usd = usd;
+        }
+    }
+
+    /// Replace the arguments as stored (sensitive values masked).
+    pub fn args(&mut self, args: Value) {
+        self.args = args;
+    }
+
+    /// The stored arguments.
+    pub fn stored_args(&self) -> &Value {
+        &self.args
+    }
+
+    /// Where the call came from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// When the call arrived.
@@ -74,7 +145,7 @@ impl Draft {
     }
 
     pub fn charge(&mut self, t: &CompiledTool) {
-        self.cost_usd = t.spec.cost.as_ref().map(|c| c.usd);
+        self.cost_usd = t.spec.cost.as_ref().and_then(|c| c.usd);
     }
 
     /// Finish the receipt with the decision and, if the tool ran, its output.
@@ -116,10 +187,10 @@ impl Draft {
             } else {
                 self.cost_usd
             },
-            policy_set: None,
-            policies: Vec::new(),
-            approval_id: None,
-            replay_of: None,
+            policy_set: self.policy_set,
+            policies: self.policies,
+            approval_id: self.approval_id,
+            replay_of: self.replay_of,
         }
     }
 }

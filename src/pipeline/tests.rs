@@ -32,7 +32,14 @@ async fn harness() -> Harness {
     let (writer, _handle) = crate::store::ReceiptWriter::spawn(&store);
     let catalog = Catalog::from_tools([tool(ECHO)]);
     let principals = Principals::parse(PRINCIPALS).unwrap();
-    let pipeline = Pipeline::new(Arc::new(catalog), Arc::new(principals), writer, 64);
+    let governance = Governance::allow_lists(&catalog, store.clone());
+    let pipeline = Pipeline::new(
+        Arc::new(catalog),
+        Arc::new(principals),
+        writer,
+        64,
+        governance,
+    );
     Harness {
         pipeline,
         store,
@@ -56,6 +63,7 @@ async fn call(h: &Harness, principal: &str, tool: &str, args: Value) -> CallRepl
     let req = CallRequest {
         tool: tool.into(),
         arguments,
+        meta: CallMeta::default(),
     };
     h.pipeline.call(&who(principal), origin(), req).await
 }
@@ -190,18 +198,27 @@ fn limiter_memory_is_bounded_by_pruning() {
     assert_eq!(limiter.tracked_keys(), 0, "idle principals are forgotten");
 }
 
-#[test]
-fn authorize_is_deny_by_default() {
+#[tokio::test]
+async fn authorize_is_deny_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).await.unwrap();
     let p = Principals::parse(PRINCIPALS).unwrap();
     let alice = authenticate(&p, &who("alice")).unwrap();
-    let nobody = tool(&ECHO.replace("allow: [admin]", "allow: []"));
-    let err = authorize(&alice, &nobody).unwrap_err();
-    assert!(
-        err.to_string().ends_with("no role is allowed to call it"),
-        "{err}"
+    let nobody = Catalog::from_tools([tool(&ECHO.replace("allow: [admin]", "allow: []"))]);
+    let engine = Governance::allow_lists(&nobody, store.clone()).policy;
+    let args = ValidArgs::for_tests(json!({"m": "x"}));
+    let t = nobody.get("echo").unwrap();
+    let err = authorize(&engine, &alice, t, &args, "test").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "permission denied: no policy permits principal `alice` to call `echo` with these arguments"
     );
-    let permit = authorize(&alice, &tool(ECHO)).unwrap();
-    assert_eq!(permit.granted_by, "admin");
+    let allowed = Catalog::from_tools([tool(ECHO)]);
+    let engine = Governance::allow_lists(&allowed, store).policy;
+    match authorize(&engine, &alice, allowed.get("echo").unwrap(), &args, "test").unwrap() {
+        Authorized::Run(permit) => assert_eq!(permit.policies, ["allow:echo:admin"]),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

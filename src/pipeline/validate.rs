@@ -16,6 +16,12 @@ impl ValidArgs {
     pub fn as_map(&self) -> &Map<String, Value> {
         &self.0
     }
+
+    /// Arguments taken as valid without a schema (unit tests only).
+    #[cfg(test)]
+    pub(crate) fn for_tests(args: Value) -> ValidArgs {
+        ValidArgs(args.as_object().cloned().unwrap_or_default())
+    }
 }
 
 /// Most violations listed in one reply; the rest are counted.

@@ -22,7 +22,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 pub use reply::{META_RECEIPT_ID, to_mcp};
 pub use tools::{META_SPEC_HASH, META_VERSION, definitions};
 
-use crate::pipeline::{CallRequest, Identity, Origin, Pipeline};
+use crate::pipeline::{CallMeta, CallRequest, Identity, Origin, Pipeline};
 
 /// Where a session's caller identity comes from.
 #[derive(Clone, Debug)]
@@ -125,6 +125,29 @@ impl TollgateServer {
     }
 }
 
+/// For a `tools/call` whose params rmcp could not decode: the tool name
+/// they carry (empty if none) and why they are malformed, as receipted and
+/// answered with `-32602`. Public so the fuzz targets can drive it.
+pub fn malformed_call(params: &serde_json::Value) -> (&str, String) {
+    let name = params
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
+    let why = if !params.is_object() {
+        "`params` must be an object with `name` and `arguments`".to_string()
+    } else if params.get("name").and_then(|n| n.as_str()).is_none() {
+        "`params.name` must be a string naming the tool".to_string()
+    } else if params
+        .get("arguments")
+        .is_some_and(|a| !a.is_object() && !a.is_null())
+    {
+        "`params.arguments` must be a JSON object".to_string()
+    } else {
+        "the params do not match the tools/call schema".to_string()
+    };
+    (name, why)
+}
+
 impl ServerHandler for TollgateServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
@@ -173,22 +196,7 @@ impl ServerHandler for TollgateServer {
             ));
         }
         let params = request.params.unwrap_or(serde_json::Value::Null);
-        let name = params
-            .get("name")
-            .and_then(|n| n.as_str())
-            .unwrap_or_default();
-        let why = if !params.is_object() {
-            "`params` must be an object with `name` and `arguments`".to_string()
-        } else if params.get("name").and_then(|n| n.as_str()).is_none() {
-            "`params.name` must be a string naming the tool".to_string()
-        } else if params
-            .get("arguments")
-            .is_some_and(|a| !a.is_object() && !a.is_null())
-        {
-            "`params.arguments` must be a JSON object".to_string()
-        } else {
-            "the params do not match the tools/call schema".to_string()
-        };
+        let (name, why) = malformed_call(&params);
         let (identity, origin) = self.who(&context);
         let reply = self
             .pipeline
@@ -209,9 +217,15 @@ impl ServerHandler for TollgateServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let meta = request
+            .meta
+            .as_ref()
+            .map(|m| CallMeta::from_meta(&m.0.0))
+            .unwrap_or_default();
         let req = CallRequest {
             tool: request.name.to_string(),
             arguments: request.arguments,
+            meta,
         };
         let (identity, origin) = self.who(&context);
         // The call runs in its own task: if rmcp drops this future (client

@@ -39,6 +39,7 @@ pub fn to_mcp(reply: CallReply) -> Result<CallToolResult, ErrorData> {
     if let Some(id) = reply.receipt_id {
         let mut meta = MetaObject::new();
         meta.0.insert(META_RECEIPT_ID.into(), json!(id));
+        meta.0.extend(reply.meta);
         result.meta = Some(meta);
     }
     Ok(result)

@@ -5,6 +5,7 @@
 //! - [`rate`]: rates (`10/minute`) and durations (`30s`).
 //! - [`issue`]: a problem in a spec, with file, field and hint.
 
+pub mod governance;
 pub mod issue;
 pub mod load;
 pub mod model;

@@ -38,10 +38,15 @@ pub struct ToolSpec {
     /// Longest a call may run, e.g. `10s`, `2m`. Default `30s`.
     #[serde(default)]
     pub timeout: Option<String>,
-    /// Cost charged per call, recorded in each receipt.
+    /// Cost charged per call, recorded in each receipt and counted against
+    /// budgets.
     #[serde(default)]
     pub cost: Option<Cost>,
-    /// Free-form labels (used by policies in later versions).
+    /// Derive an idempotency key from argument values, so a retried call
+    /// with the same key never runs twice (for any caller).
+    #[serde(default)]
+    pub idempotency: Option<Idempotency>,
+    /// Free-form labels; policies see them as `resource.tags`.
     #[serde(default)]
     pub tags: Vec<String>,
     /// How the tool runs: exactly one of `command`, `http`, `static`.
@@ -90,10 +95,27 @@ pub struct Rate {
     pub burst: Option<u32>,
 }
 
-/// Cost of one call.
+/// Cost of one call: a fixed amount, read from the result, or both (the
+/// fixed amount then applies when the result does not say).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cost {
     /// Fixed cost in US dollars per call, e.g. `0.02`.
-    pub usd: f64,
+    #[serde(default)]
+    pub usd: Option<f64>,
+    /// JSON pointer into the structured result whose number is the call's
+    /// cost in US dollars, e.g. `/usage/cost_usd`.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// A key made of argument values: one execution per key within `ttl`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    /// Names of the arguments whose values form the key, e.g. `[order_id]`.
+    pub key: Vec<String>,
+    /// How long a key is remembered, e.g. `24h` (the default), `7d`.
+    #[serde(default)]
+    pub ttl: Option<String>,
 }

@@ -46,6 +46,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0003_governance.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            "writer".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/0004_writer.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -12,7 +12,11 @@
 //! `BEGIN IMMEDIATE` transactions that re-read the chain head, so two tollgate
 //! processes sharing a database interleave their batches but never fork the chain.
 
+pub mod approvals;
+pub mod budgets;
 pub mod db;
+pub mod idempotency;
+pub mod policies;
 pub mod receipts;
 pub mod registry;
 pub mod writer;
@@ -22,6 +26,10 @@ use std::sync::Arc;
 
 use sqlx::SqlitePool;
 
+pub use approvals::Approval;
+pub use budgets::{Charge, Exhausted};
+pub use idempotency::{Claim, KeyRef};
+pub use policies::StoredPolicySet;
 pub use receipts::{BadReceipt, ReceiptFilter, VerifyReport};
 pub use registry::{SpecFile, ToolState, ToolVersion, Unpinned};
 pub use writer::{Committed, ReceiptWriter, WriterHandle, WriterStats};
@@ -96,6 +104,12 @@ pub enum StoreError {
 
     #[error("receipt id prefix {prefix:?} matches more than one receipt; give more characters")]
     AmbiguousReceiptId { prefix: String },
+
+    #[error("{what} {given:?} is too short; give at least its first 8 characters")]
+    TooShort { what: &'static str, given: String },
+
+    #[error("{what} prefix {prefix:?} matches more than one; give more characters")]
+    Ambiguous { what: &'static str, prefix: String },
 
     /// A stored value that tollgate did not write, e.g. an unknown decision.
     #[error(

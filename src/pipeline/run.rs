@@ -1,0 +1,342 @@
+//! Stage 6 and its guards: the part of a call that can have an effect.
+//!
+//! ```text
+//! dedupe (idempotency key) → budget → execute → settle cost, store result
+//! ```
+//!
+//! Also the approval paths: asking for an approval instead of running, and
+//! an approver's decision, which runs the approved call once as its
+//! requester.
+
+use serde_json::{Map, Value};
+
+use super::approve::{self, Gate};
+use super::dedupe::{self, Dedupe};
+use super::{
+    CallError, CallMeta, CallReply, Draft, Governed, Origin, Permit, Pipeline, Principal,
+    ValidArgs, budget, execute, validate,
+};
+use crate::catalog::CompiledTool;
+use crate::receipt::{Decision, Outcome};
+use crate::store::{Approval, StoreError};
+
+/// Why an approver's decision was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("there is no approval `{0}`; `tollgate approvals list` shows them")]
+    NotFound(String),
+    #[error("approval `{id}` is {status}, not pending; nothing was changed")]
+    NotPending { id: String, status: String },
+    #[error("`{approver}` cannot decide approval `{id}`: only a holder of the role `{role}` can, and `{approver}` holds {held}")]
+    WrongRole {
+        id: String,
+        approver: String,
+        role: String,
+        held: String,
+    },
+    #[error("`{0}` asked for this call and cannot approve or deny it; four eyes means someone else decides")]
+    OwnRequest(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// What an approver's decision led to.
+#[derive(Debug)]
+pub struct Decided {
+    /// The receipt of the decision itself.
+    pub decision_receipt: Option<String>,
+    /// For an approval: the reply of the call's one run.
+    pub run: Option<CallReply>,
+}
+
+impl Pipeline {
+    /// Run a permitted call: claim its idempotency key, charge its budgets,
+    /// execute it, then settle the cost and store the result for repeats.
+    pub(super) async fn run(
+        &self,
+        principal: &Principal,
+        tool: &CompiledTool,
+        args: ValidArgs,
+        permit: Permit,
+        client_key: Option<&str>,
+        draft: &mut Draft,
+    ) -> Result<Governed, CallError> {
+        let store = &self.governance.store;
+        if let Some(key) = client_key {
+            dedupe::check_client_key(key)?;
+        }
+        let key = match dedupe::claim(store, principal, tool, args.as_map(), client_key, &draft.id)
+            .await?
+        {
+            Dedupe::Replay(replay) => return Ok(Governed::Replayed(replay)),
+            Dedupe::Claimed(key) => Some(key),
+            Dedupe::NoKey => None,
+        };
+        let fixed = tool.spec.cost.as_ref().and_then(|c| c.usd).unwrap_or(0.0);
+        let charges = self
+            .governance
+            .budgets
+            .charges(principal, &tool.spec.name, fixed, chrono::Utc::now());
+        if let Err(over) = budget::reserve(store, &charges).await {
+            if let Some(key) = key {
+                key.release(store, &draft.id).await;
+            }
+            return Err(over);
+        }
+        let executed = execute(tool, &args, permit, &self.shutdown).await;
+        let actual = actual_cost(tool, &executed.output);
+        draft.cost(actual);
+        if let Some(actual) = actual {
+            budget::adjust(store, &charges, 0, actual - fixed).await;
+        }
+        if let Some(key) = key {
+            key.finish(store, &draft.id, executed.outcome, &executed.output)
+                .await;
+        }
+        Ok(Governed::Ran(executed))
+    }
+
+    /// Ask for (or follow up on) the approval this call needs.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn await_approval(
+        &self,
+        principal: &Principal,
+        tool: &CompiledTool,
+        args: &ValidArgs,
+        role: &str,
+        policies: &[String],
+        meta: &CallMeta,
+        draft: &mut Draft,
+    ) -> Result<Governed, CallError> {
+        let gate = approve::gate(approve::Request {
+            store: &self.governance.store,
+            principal,
+            tool,
+            args: args.as_map(),
+            role,
+            policies,
+            policy_set: self.governance.policy.hash(),
+            receipt_id: &draft.id,
+            ttl: self.governance.approval_ttl,
+            named: meta.approval_id.as_deref(),
+        })
+        .await;
+        match gate {
+            Ok(Gate::Pending { approval_id, role }) => {
+                draft.approval(&approval_id);
+                Ok(Governed::Pending { approval_id, role })
+            }
+            Ok(Gate::Ran {
+                approval_id,
+                replay,
+            }) => {
+                draft.approval(&approval_id);
+                Ok(Governed::Replayed(replay))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An approver's decision on approval `id`. Approving runs the call
+    /// once, as its requester; both the decision and the run are receipts
+    /// linked by the approval id.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        approver: &Principal,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Result<Decided, ApprovalError> {
+        let store = &self.governance.store;
+        let approval = store
+            .get_approval(id)
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        let id = approval.id.clone();
+        if approval.status != "pending" {
+            return Err(ApprovalError::NotPending {
+                id,
+                status: approval.status,
+            });
+        }
+        if approver.name() == approval.principal {
+            return Err(ApprovalError::OwnRequest(approver.name().to_owned()));
+        }
+        if !approver.roles().contains(&approval.approver_role) {
+            return Err(ApprovalError::WrongRole {
+                id,
+                approver: approver.name().to_owned(),
+                role: approval.approver_role.clone(),
+                held: if approver.roles().is_empty() {
+                    "no roles".to_owned()
+                } else {
+                    format!("only {}", approver.roles().join(", "))
+                },
+            });
+        }
+        let status = if approve { "approved" } else { "denied" };
+        if !store
+            .decide_approval(&id, status, approver.name(), note)
+            .await?
+        {
+            // Someone else decided first, or it expired in between.
+            let now = store.get_approval(&id).await?.map(|a| a.status);
+            return Err(ApprovalError::NotPending {
+                id,
+                status: now.unwrap_or_else(|| "gone".into()),
+            });
+        }
+        let decision_receipt = self
+            .record_decision(&approval, approver, approve, note)
+            .await;
+        let run = if approve {
+            Some(self.run_approved(&approval, approver).await)
+        } else {
+            None
+        };
+        Ok(Decided {
+            decision_receipt,
+            run,
+        })
+    }
+
+    /// The approver's act as a receipt (principal: the approver).
+    async fn record_decision(
+        &self,
+        approval: &Approval,
+        approver: &Principal,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Option<String> {
+        let origin = Origin {
+            transport: "cli".into(),
+            session: None,
+        };
+        let mut draft = Draft::start(origin, approver.auth(), &approval.tool, approval.args.clone());
+        draft.principal(approver);
+        if let Some(tool) = self.catalog.get(&approval.tool) {
+            draft.tool(tool);
+            draft.args(self.stored_args(tool, &approval.args));
+        }
+        draft.approval(&approval.id);
+        draft.policies(&approval.policy_set, &approval.policies);
+        let (decision, verb) = if approve {
+            (Decision::Approved, "approved")
+        } else {
+            (Decision::ApprovalDenied, "denied")
+        };
+        let reason = format!(
+            "{} {verb} the call of `{}` requested by {} ({}){}",
+            approver.name(),
+            approval.tool,
+            approval.principal,
+            approval.id,
+            note.map(|n| format!(": {n}")).unwrap_or_default()
+        );
+        let receipt = draft.finish(decision, Some(reason), Outcome::NotRun, None);
+        let id = receipt.id.clone();
+        match super::record::record(&self.writer, receipt).await {
+            Ok(_) => Some(id),
+            Err(e) => {
+                tracing::error!(error = %e, "approval decision receipt not committed");
+                None
+            }
+        }
+    }
+
+    /// Run an approved call exactly once, as the requester. The version that
+    /// was approved must still be the one served, and no forbid may apply
+    /// now: an approval overrides the need for a permit, never a forbid.
+    async fn run_approved(&self, approval: &Approval, approver: &Principal) -> CallReply {
+        let _running = self.shutdown.track();
+        let origin = Origin {
+            transport: "cli".into(),
+            session: None,
+        };
+        let mut draft = Draft::start(origin, &approval.auth, &approval.tool, approval.args.clone());
+        let requester = Principal::restore(&approval.principal, &approval.roles, &approval.auth);
+        draft.principal(&requester);
+        draft.approval(&approval.id);
+        draft.policies(&approval.policy_set, &approval.policies);
+        draft.ran_because(format!(
+            "approved by {} ({})",
+            approver.name(),
+            approval.id
+        ));
+        let governed = self.govern_approved(approval, &requester, &mut draft).await;
+        let reply = self.record(draft, governed).await;
+        if let (Some(receipt), Ok(output)) = (&reply.receipt_id, &reply.body) {
+            let stored = dedupe::stored(Outcome::Ok, output);
+            if let Err(e) = self
+                .governance
+                .store
+                .approval_ran(&approval.id, receipt, &stored)
+                .await
+            {
+                tracing::error!(error = %e, "approved call's result not stored on the approval");
+            }
+        } else if let Some(receipt) = &reply.receipt_id {
+            // A refused run is a result too: the requester sees why.
+            let text = match &reply.body {
+                Err(e) => e.to_string(),
+                Ok(o) => o.text.clone(),
+            };
+            let stored = dedupe::stored(Outcome::NotRun, &crate::executor::ExecOutput::error(text));
+            let _ = self
+                .governance
+                .store
+                .approval_ran(&approval.id, receipt, &stored)
+                .await;
+        }
+        reply
+    }
+
+    async fn govern_approved(
+        &self,
+        approval: &Approval,
+        requester: &Principal,
+        draft: &mut Draft,
+    ) -> Result<Governed, CallError> {
+        let tool = super::resolve(&self.catalog, &approval.tool)?;
+        draft.tool(&tool);
+        if tool.hash != approval.spec_hash {
+            return Err(CallError::Denied {
+                message: format!(
+                    "`{}` changed since the approval was requested (approved version hash {}, now v{} {}); nothing ran. Ask for a new approval of the current version",
+                    approval.tool,
+                    &approval.spec_hash[..approval.spec_hash.len().min(12)],
+                    tool.version,
+                    &tool.hash[..tool.hash.len().min(12)]
+                ),
+                policies: Vec::new(),
+            });
+        }
+        let args: Map<String, Value> = approval.args.as_object().cloned().unwrap_or_default();
+        let size = serde_json::to_string(&args).map(|s| s.len()).unwrap_or(0);
+        let args = validate(&tool, args, size, self.max_args_bytes)?;
+        // Forbids still win: re-ask the policies with the requester's roles.
+        let verdict = super::authorize(
+            &self.governance.policy,
+            requester,
+            &tool,
+            &args,
+            "cli",
+        );
+        if let Err(denied @ CallError::Denied { .. }) = verdict {
+            return Err(denied);
+        }
+        let permit = super::authorize::approved(approval.policies.clone());
+        self.run(requester, &tool, args, permit, None, draft).await
+    }
+}
+
+/// The cost the result reports, when the spec reads it from the result.
+fn actual_cost(tool: &CompiledTool, output: &crate::executor::ExecOutput) -> Option<f64> {
+    let pointer = tool.spec.cost.as_ref()?.from.as_deref()?;
+    output
+        .structured
+        .as_ref()?
+        .pointer(pointer)?
+        .as_f64()
+        .filter(|c| c.is_finite() && *c >= 0.0)
+}

@@ -1,0 +1,496 @@
+//! Who may call what, with which arguments: Cedar policies.
+//!
+//! One decision path for every call. Policies come from `policies/*.cedar`
+//! and from the spec `allow:` lists (turned into permits, see
+//! [`source::generated`]); Cedar decides with deny by default and forbid over
+//! permit. The set is checked at load against a schema derived from the tool
+//! specs ([`schema`]), so a policy that names an argument a tool does not
+//! have is a start-up error with its file and line, not a silent deny.
+//!
+//! Two annotations mean something to tollgate:
+//!
+//! - `@id("name")`: the policy's id in receipts and denials. Without it the
+//!   id is `FILE:LINE`.
+//! - `@approval("ROLE")` on a permit: the call this permit allows does not
+//!   run until a holder of ROLE approves it. A call that some permit without
+//!   `@approval` also allows runs directly.
+//!
+//! `@message("...")` on a forbid is shown to a denied client. Nothing else
+//! of a policy's text ever reaches a client.
+
+pub mod schema;
+pub mod source;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use miette::Diagnostic;
+use serde_json::{Map, Value, json};
+
+use crate::catalog::CompiledTool;
+use crate::principals::Principals;
+pub use source::Source;
+
+/// One problem with the policies, located as precisely as Cedar allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyIssue {
+    /// The file (relative to the policies directory) or the generated set.
+    pub file: String,
+    pub line: Option<usize>,
+    /// The policy's id, when the problem belongs to one policy.
+    pub policy: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(id) = &self.policy {
+            write!(f, ": policy `{id}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What the policies say about one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run it. `policies` are the permits that allowed it.
+    Allow { policies: Vec<String> },
+    /// Only `@approval` permits allow it: a holder of `role` must approve.
+    Approval { role: String, policies: Vec<String> },
+    /// Refused. `policies` are the forbids that applied (empty when nothing
+    /// permitted the call); `message` is safe to show the client.
+    Deny {
+        policies: Vec<String>,
+        message: String,
+    },
+}
+
+/// The facts of one call that policies may consult.
+#[derive(Debug, Clone)]
+pub struct CallFacts<'a> {
+    pub principal: &'a str,
+    pub roles: &'a [String],
+    pub tool: &'a str,
+    pub args: &'a Map<String, Value>,
+    pub transport: &'a str,
+    /// "stdio", "cli", "api_key" or "jwt".
+    pub auth_method: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// What tollgate knows about a policy besides its text.
+#[derive(Debug, Clone)]
+struct PolicyMeta {
+    effect: Effect,
+    approval: Option<String>,
+    message: Option<String>,
+}
+
+/// Per-tool pieces prepared once at load.
+struct ToolFacts {
+    action: EntityUid,
+    entity: Entity,
+    args_type: Value,
+}
+
+/// The loaded, validated policy set. Shared by all calls.
+pub struct PolicyEngine {
+    set: PolicySet,
+    schema: Schema,
+    authorizer: Authorizer,
+    hash: String,
+    sources: Vec<Source>,
+    tools: HashMap<String, ToolFacts>,
+    meta: HashMap<String, PolicyMeta>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("hash", &self.hash)
+            .field("policies", &self.meta.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// Read `dir`, add the policies generated from the tools' `allow:`
+    /// lists, and validate everything against the tools' schema. Every
+    /// problem is returned at once.
+    pub fn load<'a>(
+        dir: &Path,
+        tools: impl IntoIterator<Item = &'a Arc<CompiledTool>>,
+        principals: Option<&Principals>,
+    ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
+        let tools: Vec<&Arc<CompiledTool>> = tools.into_iter().collect();
+        let mut sources = source::read_dir(dir).map_err(|m| {
+            vec![PolicyIssue {
+                file: dir.display().to_string(),
+                line: None,
+                policy: None,
+                message: m,
+            }]
+        })?;
+        sources.push(source::generated(
+            tools
+                .iter()
+                .filter(|t| !t.spec.allow.is_empty())
+                .map(|t| (t.spec.name.as_str(), t.spec.allow.as_slice())),
+        ));
+        Self::from_sources(sources, tools.iter().copied(), principals)
+    }
+
+    /// Build from already read sources (the last one usually the generated set).
+    pub fn from_sources<'a>(
+        sources: Vec<Source>,
+        tools: impl IntoIterator<Item = &'a Arc<CompiledTool>>,
+        principals: Option<&Principals>,
+    ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
+        let tools: Vec<&Arc<CompiledTool>> = tools.into_iter().collect();
+        let mut issues = Vec::new();
+        let issue = |file: &str, line, policy: Option<&str>, message: String| PolicyIssue {
+            file: file.to_owned(),
+            line,
+            policy: policy.map(str::to_owned),
+            message,
+        };
+
+        // Parse each source on its own so spans point into that file.
+        let mut set = PolicySet::new();
+        let mut meta = HashMap::new();
+        let mut located: HashMap<String, (usize, String)> = HashMap::new();
+        for (si, src) in sources.iter().enumerate() {
+            let parsed = match PolicySet::from_str(&src.text) {
+                Ok(p) => p,
+                Err(errs) => {
+                    for e in errs.iter() {
+                        let line = first_offset(e).map(|o| source::line_of(&src.text, o));
+                        issues.push(issue(&src.name, line, None, e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            let starts = source::statement_starts(&src.text);
+            for (n, policy) in parsed.policies().enumerate() {
+                let line = starts.get(n).map(|&o| source::line_of(&src.text, o));
+                let id = match (policy.annotation("id"), line) {
+                    (Some(id), _) => id.to_owned(),
+                    (None, Some(line)) => format!("{}:{line}", src.name),
+                    (None, None) => format!("{}#{}", src.name, n + 1),
+                };
+                if let Some((other, _)) = located.get(&id) {
+                    issues.push(issue(
+                        &src.name,
+                        line,
+                        Some(&id),
+                        format!(
+                            "the id is also used in {}; give each policy its own @id",
+                            sources[*other].name
+                        ),
+                    ));
+                    continue;
+                }
+                let approval = policy.annotation("approval").map(str::to_owned);
+                if let Some(role) = &approval {
+                    if policy.effect() == Effect::Forbid {
+                        issues.push(issue(&src.name, line, Some(&id), "@approval only makes sense on a permit; a forbid is never approved".into()));
+                    } else if let Some(p) = principals
+                        && !p.has_role(role)
+                    {
+                        issues.push(issue(&src.name, line, Some(&id), format!("@approval(\"{role}\") names a role that no principal file declares, so nobody could approve; declare it in the principals file")));
+                    }
+                }
+                meta.insert(
+                    id.clone(),
+                    PolicyMeta {
+                        effect: policy.effect(),
+                        approval,
+                        message: policy.annotation("message").map(str::to_owned),
+                    },
+                );
+                located.insert(id.clone(), (si, line.map(|l| l.to_string()).unwrap_or_default()));
+                let renamed = policy.new_id(PolicyId::new(&id));
+                if let Err(e) = set.add(renamed) {
+                    issues.push(issue(&src.name, line, Some(&id), e.to_string()));
+                }
+            }
+        }
+
+        let mut facts = HashMap::new();
+        let mut arg_types = Vec::new();
+        for tool in &tools {
+            let args_type = schema::cedar_type(&tool.spec.input_schema)
+                .unwrap_or_else(|| json!({"type": "Record", "attributes": {}}));
+            arg_types.push((tool.spec.name.as_str(), args_type.clone()));
+            match tool_facts(tool, args_type) {
+                Ok(f) => {
+                    facts.insert(tool.spec.name.clone(), f);
+                }
+                Err(m) => issues.push(issue(&tool.spec.name, None, None, m)),
+            }
+        }
+        let schema = match Schema::from_json_value(schema::schema_json(arg_types)) {
+            Ok(s) => s,
+            Err(e) => {
+                issues.push(issue(
+                    "(schema derived from the tool specs)",
+                    None,
+                    None,
+                    e.to_string(),
+                ));
+                return Err(issues);
+            }
+        };
+        let validated = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        for e in validated.validation_errors() {
+            let id = e.policy_id().to_string();
+            let (file, text) = located
+                .get(&id)
+                .map(|(si, _)| (sources[*si].name.as_str(), sources[*si].text.as_str()))
+                .unwrap_or(("(unknown)", ""));
+            let line = first_offset(e).map(|o| source::line_of(text, o));
+            issues.push(issue(file, line, Some(&id), validation_message(e)));
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        for w in validated.validation_warnings() {
+            tracing::warn!(policy = %w.policy_id(), "policy warning: {w}");
+        }
+        Ok(PolicyEngine {
+            hash: source::hash(&sources),
+            set,
+            schema,
+            authorizer: Authorizer::new(),
+            sources,
+            tools: facts,
+            meta,
+        })
+    }
+
+    /// SHA-256 of the policy set's sources (see [`source::hash`]).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The sources, as stored with the hash.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// How many policies the set holds (generated ones included).
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// Decide one call. Fails closed: anything that keeps Cedar from judging
+    /// the call (an argument it cannot represent) is a deny.
+    pub fn decide(&self, call: &CallFacts<'_>) -> Verdict {
+        match self.evaluate(call) {
+            Ok(v) => v,
+            Err(why) => Verdict::Deny {
+                policies: Vec::new(),
+                message: why,
+            },
+        }
+    }
+
+    fn evaluate(&self, call: &CallFacts<'_>) -> Result<Verdict, String> {
+        let tool = self
+            .tools
+            .get(call.tool)
+            .ok_or_else(|| format!("tool `{}` is not known to the policy engine", call.tool))?;
+        let principal = uid("Principal", call.principal);
+        let roles: HashSet<EntityUid> = call.roles.iter().map(|r| uid("Role", r)).collect();
+        let mut entities: Vec<Entity> = roles
+            .iter()
+            .map(|r| Entity::new_no_attrs(r.clone(), HashSet::new()))
+            .collect();
+        entities.push(Entity::new_no_attrs(principal.clone(), roles));
+        entities.push(tool.entity.clone());
+        let entities = Entities::from_entities(entities, None)
+            .map_err(|e| format!("cannot build the policy request: {e}"))?;
+        let args = schema::cedar_value(&tool.args_type, &Value::Object(call.args.clone()), "")?
+            .unwrap_or_else(|| json!({}));
+        let context = json!({
+            "args": args,
+            "transport": call.transport,
+            "auth_method": call.auth_method,
+            "time": {"__extn": {"fn": "datetime", "arg": call.now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()}},
+            "hour": call.now.hour(),
+            "weekday": call.now.weekday().to_string(),
+        });
+        let context = Context::from_json_value(context, Some((&self.schema, &tool.action)))
+            .map_err(|e| format!("the call's arguments do not fit the policy schema: {e}"))?;
+        let request = Request::new(
+            principal,
+            tool.action.clone(),
+            tool.entity.uid(),
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| format!("cannot build the policy request: {e}"))?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        for err in response.diagnostics().errors() {
+            // Cedar skips a policy that errors; say which, without values.
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
+            tracing::warn!(policy = %e.policy_id(), "policy could not be evaluated for this call and was skipped");
+        }
+        let mut reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        reasons.sort();
+        Ok(match response.decision() {
+            Decision::Allow => {
+                let direct: Vec<String> = reasons
+                    .iter()
+                    .filter(|id| self.approval_of(id).is_none())
+                    .cloned()
+                    .collect();
+                if direct.is_empty() {
+                    let role = reasons
+                        .iter()
+                        .find_map(|id| self.approval_of(id))
+                        .unwrap_or_default()
+                        .to_owned();
+                    Verdict::Approval {
+                        role,
+                        policies: reasons,
+                    }
+                } else {
+                    Verdict::Allow { policies: direct }
+                }
+            }
+            Decision::Deny => {
+                let forbids: Vec<String> = reasons
+                    .into_iter()
+                    .filter(|id| {
+                        self.meta
+                            .get(id)
+                            .is_some_and(|m| m.effect == Effect::Forbid)
+                    })
+                    .collect();
+                let message = match forbids.first() {
+                    None => format!(
+                        "no policy permits principal `{}` to call `{}` with these arguments",
+                        call.principal, call.tool
+                    ),
+                    Some(id) => {
+                        let mut m = format!("policy `{id}` forbids this call");
+                        if let Some(text) = self.meta.get(id).and_then(|m| m.message.as_deref()) {
+                            m.push_str(": ");
+                            m.push_str(text);
+                        }
+                        m
+                    }
+                };
+                Verdict::Deny {
+                    policies: forbids,
+                    message,
+                }
+            }
+        })
+    }
+
+    fn approval_of(&self, id: &str) -> Option<&str> {
+        self.meta.get(id)?.approval.as_deref()
+    }
+
+    /// Ids and effects of every policy, sorted (for `tollgate check`).
+    pub fn summary(&self) -> BTreeMap<String, String> {
+        self.meta
+            .iter()
+            .map(|(id, m)| {
+                let what = match (&m.effect, &m.approval) {
+                    (Effect::Forbid, _) => "forbid".to_owned(),
+                    (Effect::Permit, None) => "permit".to_owned(),
+                    (Effect::Permit, Some(role)) => format!("permit with approval by {role}"),
+                };
+                (id.clone(), what)
+            })
+            .collect()
+    }
+}
+
+fn uid(kind: &str, id: &str) -> EntityUid {
+    // The type names are fixed identifiers, so parsing them cannot fail.
+    let ty = EntityTypeName::from_str(&format!("{}::{kind}", schema::NAMESPACE))
+        .expect("fixed Cedar type name");
+    EntityUid::from_type_name_and_id(ty, EntityId::new(id))
+}
+
+fn tool_facts(tool: &CompiledTool, args_type: Value) -> Result<ToolFacts, String> {
+    let name = &tool.spec.name;
+    let ann = tool.spec.annotations.clone().unwrap_or_default();
+    let tags = tool
+        .spec
+        .tags
+        .iter()
+        .map(|t| RestrictedExpression::new_string(t.clone()));
+    let attrs = HashMap::from([
+        ("name".to_owned(), RestrictedExpression::new_string(name.clone())),
+        ("version".to_owned(), RestrictedExpression::new_long(tool.version)),
+        (
+            "destructive".to_owned(),
+            RestrictedExpression::new_bool(ann.destructive_hint.unwrap_or(false)),
+        ),
+        (
+            "read_only".to_owned(),
+            RestrictedExpression::new_bool(ann.read_only_hint.unwrap_or(false)),
+        ),
+        (
+            "idempotent".to_owned(),
+            RestrictedExpression::new_bool(ann.idempotent_hint.unwrap_or(false)),
+        ),
+        (
+            "open_world".to_owned(),
+            RestrictedExpression::new_bool(ann.open_world_hint.unwrap_or(false)),
+        ),
+        ("tags".to_owned(), RestrictedExpression::new_set(tags)),
+    ]);
+    let entity = Entity::new(uid("Tool", name), attrs, HashSet::new())
+        .map_err(|e| format!("cannot describe tool `{name}` to the policy engine: {e}"))?;
+    let action_ty = EntityTypeName::from_str(&format!("{}::Action", schema::NAMESPACE))
+        .map_err(|e| e.to_string())?;
+    Ok(ToolFacts {
+        action: EntityUid::from_type_name_and_id(action_ty, EntityId::new(name)),
+        entity,
+        args_type,
+    })
+}
+
+/// Byte offset of a diagnostic's first label, if it has one.
+fn first_offset(d: &dyn Diagnostic) -> Option<usize> {
+    d.labels()?.next().map(|l| l.offset())
+}
+
+/// Cedar's message plus its help text, which often names the fix.
+fn validation_message(e: &cedar_policy::ValidationError) -> String {
+    match e.help() {
+        Some(help) => format!("{e} ({help})"),
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

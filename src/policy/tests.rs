@@ -1,0 +1,222 @@
+//! The refund rules of the issue, checked against the engine directly.
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::catalog::CompiledTool;
+
+const REFUND: &str = r#"
+name: issue_refund
+description: d
+input_schema:
+  type: object
+  required: [order_id, amount_cents, reason]
+  properties:
+    order_id: {type: string}
+    amount_cents: {type: integer, minimum: 1}
+    reason: {type: string}
+    note: {type: string}
+annotations: {destructiveHint: true}
+tags: [payments]
+run: {static: {text: ok}}
+"#;
+
+const ECHO: &str = "name: echo\ndescription: d\ninput_schema: {type: object, properties: {m: {type: string}}}\nallow: [support]\nrun: {static: {text: '{{ args.m }}'}}\n";
+
+const RULES: &str = r#"
+// support: small refunds directly
+@id("support-small")
+permit (principal in Tollgate::Role::"support", action == Tollgate::Action::"issue_refund", resource)
+when { context.args.amount_cents <= 5000 };
+
+@id("support-large")
+@approval("finance")
+permit (principal in Tollgate::Role::"support", action == Tollgate::Action::"issue_refund", resource)
+when { context.args.amount_cents > 5000 };
+
+@id("finance")
+permit (principal in Tollgate::Role::"finance", action == Tollgate::Action::"issue_refund", resource)
+when { context.args.amount_cents <= 100000 };
+
+@id("refund-cap")
+@message("refunds above 1000 USD are never allowed")
+forbid (principal, action == Tollgate::Action::"issue_refund", resource)
+when { context.args.amount_cents > 100000 };
+"#;
+
+const PRINCIPALS: &str = "roles: {support: s, finance: f}\nprincipals:\n  agent-1: {roles: [support]}\n  fin-1: {roles: [finance]}\n";
+
+fn tool(yaml: &str) -> Arc<CompiledTool> {
+    let spec = serde_norway::from_str(yaml).expect("spec parses");
+    let client = crate::executor::http_client().expect("client");
+    Arc::new(crate::catalog::compile(spec, None, &client).expect("spec compiles"))
+}
+
+fn engine(rules: &str) -> Result<PolicyEngine, Vec<PolicyIssue>> {
+    let tools = [tool(REFUND), tool(ECHO)];
+    let principals = Principals::parse(PRINCIPALS).unwrap();
+    let sources = vec![
+        Source {
+            name: "refunds.cedar".into(),
+            text: rules.into(),
+        },
+        source::generated(
+            tools
+                .iter()
+                .filter(|t| !t.spec.allow.is_empty())
+                .map(|t| (t.spec.name.as_str(), t.spec.allow.as_slice())),
+        ),
+    ];
+    PolicyEngine::from_sources(sources, tools.iter(), Some(&principals))
+}
+
+fn decide(e: &PolicyEngine, who: &str, role: &str, tool: &str, args: Value) -> Verdict {
+    let args: Map<String, Value> = args.as_object().cloned().unwrap_or_default();
+    let roles = vec![role.to_owned()];
+    e.decide(&CallFacts {
+        principal: who,
+        roles: &roles,
+        tool,
+        args: &args,
+        transport: "stdio",
+        auth_method: "stdio",
+        now: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+    })
+}
+
+fn refund(cents: i64) -> Value {
+    json!({"order_id": "ord_1", "amount_cents": cents, "reason": "r"})
+}
+
+#[test]
+fn the_refund_rules() {
+    let e = engine(RULES).unwrap();
+    assert_eq!(
+        decide(&e, "agent-1", "support", "issue_refund", refund(5000)),
+        Verdict::Allow {
+            policies: vec!["support-small".into()]
+        }
+    );
+    assert_eq!(
+        decide(&e, "agent-1", "support", "issue_refund", refund(5001)),
+        Verdict::Approval {
+            role: "finance".into(),
+            policies: vec!["support-large".into()]
+        }
+    );
+    assert_eq!(
+        decide(&e, "fin-1", "finance", "issue_refund", refund(100000)),
+        Verdict::Allow {
+            policies: vec!["finance".into()]
+        }
+    );
+    // Forbid wins over the approval permit and over finance's permit.
+    for (who, role) in [("agent-1", "support"), ("fin-1", "finance")] {
+        assert_eq!(
+            decide(&e, who, role, "issue_refund", refund(100001)),
+            Verdict::Deny {
+                policies: vec!["refund-cap".into()],
+                message: "policy `refund-cap` forbids this call: refunds above 1000 USD are never allowed"
+                    .into()
+            }
+        );
+    }
+    // Nothing permits: deny by default, no policy text leaks.
+    match decide(&e, "eve", "viewer", "issue_refund", refund(1)) {
+        Verdict::Deny { policies, message } => {
+            assert!(policies.is_empty());
+            assert_eq!(
+                message,
+                "no policy permits principal `eve` to call `issue_refund` with these arguments"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn allow_lists_become_policies() {
+    let e = engine(RULES).unwrap();
+    assert_eq!(
+        decide(&e, "agent-1", "support", "echo", json!({"m": "hi"})),
+        Verdict::Allow {
+            policies: vec!["allow:echo:support".into()]
+        }
+    );
+    assert!(matches!(
+        decide(&e, "fin-1", "finance", "echo", json!({})),
+        Verdict::Deny { .. }
+    ));
+    assert!(e.summary().contains_key("allow:echo:support"));
+}
+
+#[test]
+fn an_unknown_argument_is_an_error_with_file_and_line() {
+    let rules = "\n\n@id(\"typo\")\npermit (principal, action == Tollgate::Action::\"issue_refund\", resource)\nwhen { context.args.amount > 5 };\n";
+    let issues = engine(rules).unwrap_err();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    let text = issues[0].to_string();
+    assert!(text.starts_with("refunds.cedar:5: policy `typo`:"), "{text}");
+    assert!(text.contains("amount"), "{text}");
+}
+
+#[test]
+fn comparing_a_string_with_a_number_is_an_error() {
+    let rules = "permit (principal, action == Tollgate::Action::\"issue_refund\", resource)\nwhen { context.args.order_id > 5 };\n";
+    let issues = engine(rules).unwrap_err();
+    let text = issues[0].to_string();
+    // Without @id the policy is named by its file and line.
+    assert!(text.starts_with("refunds.cedar:2: policy `refunds.cedar:1`"), "{text}");
+    assert!(text.contains("expected Long but saw String"), "{text}");
+}
+
+#[test]
+fn syntax_errors_duplicate_ids_and_bad_approvals_are_reported() {
+    let issues = engine("permit (principal, action, resource)\nwhen { };\n").unwrap_err();
+    assert!(issues[0].to_string().starts_with("refunds.cedar:"), "{issues:?}");
+
+    let dup = "@id(\"a\") permit (principal, action, resource);\n@id(\"a\") forbid (principal, action, resource);\n";
+    let issues = engine(dup).unwrap_err();
+    assert!(issues[0].message.contains("also used"), "{issues:?}");
+
+    let bad = "@id(\"x\") @approval(\"auditors\") permit (principal, action, resource);\n@id(\"y\") @approval(\"finance\") forbid (principal, action, resource);\n";
+    let issues = engine(bad).unwrap_err();
+    let all = issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("`x`") && all.contains("nobody could approve"), "{all}");
+    assert!(all.contains("`y`") && all.contains("only makes sense on a permit"), "{all}");
+}
+
+#[test]
+fn optional_arguments_need_has_and_huge_numbers_fail_closed() {
+    let rules = "@id(\"n\") permit (principal, action == Tollgate::Action::\"issue_refund\", resource)\nwhen { context.args.note == \"x\" };\n";
+    let issues = engine(rules).unwrap_err();
+    assert!(issues[0].to_string().contains("note"), "{issues:?}");
+
+    let e = engine(RULES).unwrap();
+    let v = decide(&e, "fin-1", "finance", "issue_refund", json!({"order_id": "o", "amount_cents": 1e20, "reason": "r"}));
+    match v {
+        Verdict::Deny { message, .. } => assert!(message.contains("amount_cents"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn context_has_transport_and_time() {
+    let rules = "@id(\"office-hours\") permit (principal, action == Tollgate::Action::\"issue_refund\", resource)\nwhen { context.transport == \"stdio\" && context.hour >= 9 && context.time.toTime() < duration(\"17h\") && resource.destructive && resource.tags.contains(\"payments\") };\n";
+    let e = engine(rules).unwrap();
+    assert!(matches!(
+        decide(&e, "x", "y", "issue_refund", refund(1)),
+        Verdict::Allow { .. }
+    ));
+}
+
+#[test]
+fn hash_changes_with_the_text() {
+    let a = engine(RULES).unwrap();
+    let b = engine(&format!("{RULES}\n// a comment\n")).unwrap();
+    assert_ne!(a.hash(), b.hash());
+    assert_eq!(a.hash(), engine(RULES).unwrap().hash());
+}
