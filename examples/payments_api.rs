@@ -92,14 +92,41 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// A JSON error response: `{"error": message}` plus `field` when one
-/// request field is to blame.
-fn error(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> Response {
-    let mut body = json!({ "error": message.into() });
-    if let Some(field) = field {
-        body["field"] = json!(field);
+/// An error answer: `{"error": message}`, plus `field` when one request
+/// field is to blame.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
     }
-    (status, Json(body)).into_response()
+
+    /// 422 for one bad field: `{"error":"FIELD: MESSAGE","field":"FIELD"}`.
+    fn field(field: &'static str, message: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: format!("{field}: {message}"),
+            field: Some(field),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
 }
 
 /// Refuses every request without the right `Authorization: Bearer <key>`.
@@ -118,7 +145,8 @@ async fn require_key(State(state): State<Shared>, request: Request, next: Next) 
         path = request.uri().path(),
         "refused: missing or wrong API key"
     );
-    let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong API key", None);
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key").into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),
@@ -134,28 +162,20 @@ struct RefundRequest {
 }
 
 /// Checks a `POST /refunds` body; the error names the field at fault.
-fn parse_refund(body: &[u8]) -> Result<RefundRequest, Response> {
+fn parse_refund(body: &[u8]) -> Result<RefundRequest, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        error(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("the body is not valid JSON: {e}"),
-            None,
         )
     })?;
     let Value::Object(fields) = value else {
-        return Err(error(
+        return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "the body must be a JSON object with order_id, amount_cents and reason",
-            None,
         ));
     };
-    let invalid = |field: &str, message: &str| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{field}: {message}"),
-            Some(field),
-        )
-    };
+    let invalid = ApiError::field;
     let order_id = match fields.get("order_id") {
         None => return Err(invalid("order_id", "is required")),
         Some(Value::String(s)) if s.starts_with("ord_") && s.len() > 4 => s.clone(),
@@ -194,7 +214,7 @@ fn parse_refund(body: &[u8]) -> Result<RefundRequest, Response> {
 async fn create_refund(State(state): State<Shared>, body: Bytes) -> Response {
     let request = match parse_refund(&body) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;
@@ -263,11 +283,11 @@ async fn debug_headers(headers: HeaderMap) -> Response {
 }
 
 async fn not_found() -> Response {
-    error(
+    ApiError::new(
         StatusCode::NOT_FOUND,
         "no such endpoint; try POST /refunds, GET /refunds or GET /debug/headers",
-        None,
     )
+    .into_response()
 }
 
 fn router(state: Shared) -> Router {

@@ -421,3 +421,63 @@ pub fn property_names(schema: &serde_json::Value) -> BTreeSet<String> {
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PAY: &str = "name: pay\ndescription: d\nallow: [admin]\ninput_schema:\n  type: object\n  properties:\n    card: {type: string, x-sensitive: true}\n    note: {type: string}\nrun: {http: {url: 'http://127.0.0.1:1/x', headers: {Authorization: 'Bearer {{ secret.PAY_KEY }}'}}}\n";
+
+    fn spec(yaml: &str) -> ToolSpec {
+        serde_norway::from_str(yaml).expect("spec parses")
+    }
+
+    fn http() -> reqwest::Client {
+        crate::executor::http_client().unwrap()
+    }
+
+    #[test]
+    fn secrets_must_be_defined_and_sensitive_args_are_masked() {
+        let issues = compile(spec(PAY), None, &http()).unwrap_err();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].message, "secret `PAY_KEY` is not defined");
+
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Secrets::from_vars([("TOLLGATE_SECRET_PAY_KEY", "pk_live_123456")], None)
+            .unwrap()
+            .with_key_file(dir.path().join("t.db.hmac-key"));
+        let secrets = Arc::new(secrets);
+        let tool = compile_with_secrets(spec(PAY), None, &http(), &secrets).unwrap();
+        assert!(tool.sensitive_args);
+        let args = json!({"card": "4111111111111111", "note": "n"});
+        let masked = tool.receipt_args(&args);
+        let key = secrets.hash_key().unwrap();
+        assert_eq!(
+            masked.as_ref(),
+            &json!({"card": secrets::keyed_hash(key.as_bytes(), &json!("4111111111111111")), "note": "n"})
+        );
+        // Nothing sensitive: borrowed, untouched.
+        let plain = compile(
+            spec(
+                &PAY.replace(", x-sensitive: true", "")
+                    .replace("Bearer {{ secret.PAY_KEY }}", "x"),
+            ),
+            None,
+            &http(),
+        )
+        .unwrap();
+        assert!(!plain.sensitive_args);
+        assert!(matches!(plain.receipt_args(&args), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn x_sensitive_must_be_boolean() {
+        let yaml = PAY
+            .replace("x-sensitive: true", "x-sensitive: 'yes'")
+            .replace("Bearer {{ secret.PAY_KEY }}", "x");
+        let issues = compile(spec(&yaml), None, &http()).unwrap_err();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].field, "input_schema.properties.card.x-sensitive");
+    }
+}

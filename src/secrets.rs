@@ -1026,7 +1026,7 @@ mod tests {
         // Overlapping values leave no fragment of either.
         assert_eq!(
             s.redact("<123456789ABCDEF>"),
-            "<[redacted:RIGHT][redacted:LEFT]>"
+            "<[redacted:LEFT][redacted:RIGHT]>"
         );
         // Repeated and adjacent occurrences.
         assert_eq!(

@@ -24,9 +24,9 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
         &secrets,
     ) {
         Ok((loaded, compiled)) => {
-            for (spec, tool) in loaded.iter().zip(&compiled) {
+            for (spec, tool) in loaded.iter().zip(compiled.iter()) {
                 let who = if spec.spec.allow.is_empty() {
-                    "nobody (allow is empty)".to_string()
+                    "(policies only)".to_string()
                 } else {
                     spec.spec.allow.join(", ")
                 };
@@ -46,7 +46,9 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
                 loaded.len(),
                 settings.specs.display()
             );
-            Ok(if principals.is_some() { 0 } else { EXIT_FAILED })
+            let tools: Vec<_> = compiled.into_iter().map(std::sync::Arc::new).collect();
+            let governed = super::policies::check_governance(settings, &tools, principals.as_ref());
+            Ok(if principals.is_some() && governed { 0 } else { EXIT_FAILED })
         }
         Err(CatalogError::Specs(issues)) => {
             print_issues(&issues);

@@ -4,9 +4,12 @@
 //! library underneath uses typed errors.
 
 mod app;
+mod approvals;
 mod call;
 mod check;
+mod costs;
 mod keys;
+mod policies;
 mod receipts;
 mod serve;
 mod tools;
@@ -95,6 +98,17 @@ pub enum Command {
     /// Create, list and revoke API keys for HTTP clients.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// The four-eyes queue: list, show, approve and deny calls waiting for approval.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCmd),
+    /// Stored policy sets: which text decided which calls.
+    #[command(subcommand)]
+    Policies(policies::PoliciesCmd),
+    /// What calls cost (from the receipts), and where budgets stand.
+    #[command(
+        after_help = "Example:\n  tollgate costs --since 7d --by principal\n  tollgate costs --by day --json"
+    )]
+    Costs(costs::CostsArgs),
 }
 
 impl Global {
@@ -133,5 +147,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Call(args) => call::run(&cli.global, args).await,
         Command::Receipts(cmd) => receipts::run(&cli.global.settings(None)?, cmd).await,
         Command::Keys(cmd) => keys::run(&cli.global.settings(None)?, cmd).await,
+        Command::Approvals(cmd) => approvals::run(&cli.global.settings(None)?, cmd).await,
+        Command::Policies(cmd) => policies::run(&cli.global.settings(None)?, cmd).await,
+        Command::Costs(args) => costs::run(&cli.global.settings(None)?, args).await,
     }
 }

@@ -22,7 +22,8 @@ pub enum ReceiptsCmd {
         /// Only calls by this principal.
         #[arg(long)]
         principal: Option<String>,
-        /// allowed, denied, rate_limited, invalid, unknown_tool or unavailable
+        /// allowed, denied, rate_limited, invalid, unknown_tool, unavailable,
+        /// pending_approval, approved, approval_denied, replayed, conflict or over_budget
         #[arg(long)]
         decision: Option<Decision>,
         /// Only receipts newer than this, e.g. 30m, 1h, 7d.
@@ -107,10 +108,38 @@ pub async fn run(settings: &Settings, cmd: ReceiptsCmd) -> anyhow::Result<u8> {
             let Some(r) = store.get_receipt(&id).await? else {
                 bail!("no receipt with id `{id}`; `tollgate receipts list` shows recent ones");
             };
+            // An approval's whole story: request, decision and run.
+            let story = match &r.content.approval_id {
+                Some(aid) => store.receipts_of_approval(aid).await?,
+                None => Vec::new(),
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                let mut value = serde_json::to_value(&r)?;
+                if !story.is_empty()
+                    && let Some(obj) = value.as_object_mut()
+                {
+                    obj.insert("approval_story".into(), serde_json::to_value(&story)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print_receipt(&r);
+                if !story.is_empty() {
+                    println!(
+                        "\napproval {} (every receipt linked to it, oldest first):",
+                        r.content.approval_id.as_deref().unwrap_or_default()
+                    );
+                    for s in &story {
+                        let mark = if s.content.id == r.content.id { "*" } else { " " };
+                        println!(
+                            "{mark} {} {} {:<17} {:<12} {}",
+                            s.content.ts,
+                            s.content.id,
+                            s.content.decision.as_str(),
+                            printable(s.content.principal.as_deref().unwrap_or("-")),
+                            printable(s.content.reason.as_deref().unwrap_or("-"))
+                        );
+                    }
+                }
             }
         }
         ReceiptsCmd::Verify => {
@@ -140,7 +169,7 @@ pub async fn run(settings: &Settings, cmd: ReceiptsCmd) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn since_to_ts(text: &str) -> anyhow::Result<String> {
+pub(super) fn since_to_ts(text: &str) -> anyhow::Result<String> {
     let d = humantime::parse_duration(text)
         .with_context(|| format!("--since `{text}` is not a duration; write e.g. 30m, 1h or 7d"))?;
     let d = chrono::Duration::from_std(d).context("--since is too large")?;
@@ -190,6 +219,23 @@ fn print_receipt(r: &Receipt) {
     );
     println!("result    sha256 {}", opt(&n.result_digest));
     println!("excerpt   {}", opt(&n.result_excerpt));
+    if n.policy_set.is_some() || !n.policies.is_empty() {
+        println!(
+            "policies  {} (set {})",
+            if n.policies.is_empty() {
+                "none permitted the call".to_owned()
+            } else {
+                n.policies.join(", ")
+            },
+            opt(&n.policy_set)
+        );
+    }
+    if let Some(a) = &n.approval_id {
+        println!("approval  {}", printable(a));
+    }
+    if let Some(o) = &n.replay_of {
+        println!("replay of {}", printable(o));
+    }
     println!("prev_hash {}", r.prev_hash);
     println!("hash      {}", r.hash);
 }

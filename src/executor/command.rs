@@ -685,6 +685,49 @@ mod tests {
         assert_eq!(live_members(pgid), Vec::<String>::new());
     }
 
+    #[tokio::test]
+    async fn secrets_reach_argv_and_set_env_at_call_time() {
+        use super::super::test_support::{ctx_with, secrets};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ROTATING"), "first-value\n").unwrap();
+        let from_dir = Secrets::from_vars(
+            vec![("TOLLGATE_SECRET_FIXED", "fixed-value")],
+            Some(dir.path()),
+        )
+        .unwrap();
+        let yaml = r#"command: { argv: [sh, -c, 'printf "%s|%s|%s" "$1" "$ROT" "$FIX"', sh, '--key={{ secret.ROTATING }}'], set_env: { ROT: '{{ secret.ROTATING }}', FIX: 'x-{{ secret.FIXED }}' } }"#;
+        let compiled = run_spec(yaml).compile(&ctx_with(&[], from_dir)).unwrap();
+        let out = compiled.run(&args(json!({})), SEC).await.unwrap();
+        assert_eq!(out.text, "--key=first-value|first-value|x-fixed-value");
+        std::fs::write(dir.path().join("ROTATING"), "second-value").unwrap();
+        let out = compiled.run(&args(json!({})), SEC).await.unwrap();
+        assert_eq!(out.text, "--key=second-value|second-value|x-fixed-value");
+        // Removed after start-up: the call fails, naming the secret only.
+        std::fs::remove_file(dir.path().join("ROTATING")).unwrap();
+        let Err(ExecError::Failed(msg)) = compiled.run(&args(json!({})), SEC).await else {
+            panic!("expected a failure")
+        };
+        assert!(msg.starts_with("secret `ROTATING` is not defined"), "{msg}");
+
+        // set_env takes secrets only; env may not copy TOLLGATE_SECRET_*.
+        let yaml =
+            "command: { argv: [env], env: [TOLLGATE_SECRET_K], set_env: { A: '{{ args.a }}' } }";
+        let issues = run_spec(yaml)
+            .compile(&ctx_with(&["a"], secrets(&[("K", "value-1234")])))
+            .unwrap_err();
+        let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(fields, ["run.command.env[0]", "run.command.set_env.A"]);
+        assert!(
+            issues[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("K: \"{{ secret.K }}\""),
+            "{:?}",
+            issues[0].hint
+        );
+    }
+
     #[test]
     fn compile_reports_every_problem() {
         let yaml = r#"command: { argv: ["{{ args.prog }}", "{{ args.mesage }}", "{{ oops }}"], env: ["A=B"], max_output_bytes: 0 }"#;

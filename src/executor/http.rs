@@ -818,6 +818,53 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn secrets_are_encoded_like_arguments_and_kept_from_the_host() {
+        use super::super::test_support::{ctx_with, secrets};
+        let base = server().await;
+        let s = || secrets(&[("TOKEN", "a/b c&d=e"), ("KEY", "key-123456")]);
+        let yaml = format!(
+            "http: {{ url: '{base}/items/{{{{ secret.TOKEN }}}}?t={{{{ secret.TOKEN }}}}', \
+             query: {{ q: '{{{{ secret.TOKEN }}}}' }} }}"
+        );
+        let out = run_spec(&yaml)
+            .compile(&ctx_with(&[], s()))
+            .unwrap()
+            .run(&args(json!({})), SEC)
+            .await
+            .unwrap();
+        let got = out.structured.unwrap();
+        assert_eq!(got["path"], "/items/a%2Fb%20c%26d%3De");
+        assert_eq!(got["query"], "t=a%2Fb%20c%26d%3De&q=a%2Fb+c%26d%3De");
+        let yaml = format!(
+            "http: {{ method: POST, url: '{base}/echo', headers: {{ X-Trace: 'k={{{{ secret.KEY }}}}' }}, body: {{ k: '{{{{ secret.KEY }}}}' }} }}"
+        );
+        let out = run_spec(&yaml)
+            .compile(&ctx_with(&[], s()))
+            .unwrap()
+            .run(&args(json!({})), SEC)
+            .await
+            .unwrap();
+        let got = out.structured.unwrap();
+        assert_eq!(got["trace"], "k=key-123456");
+        assert_eq!(got["body"], json!({"k": "key-123456"}));
+
+        for url in [
+            "{{ secret.KEY }}",
+            "https://{{ secret.KEY }}/x",
+            "http://h:{{ secret.KEY }}/x",
+        ] {
+            let issues = run_spec(&format!("http: {{ url: '{url}' }}"))
+                .compile(&ctx_with(&[], s()))
+                .unwrap_err();
+            assert!(
+                issues[0].message.contains("scheme, host"),
+                "{url}: {}",
+                issues[0].message
+            );
+        }
+    }
+
     #[test]
     fn compile_reports_every_problem() {
         let yaml = r#"http:

@@ -83,6 +83,7 @@ impl Pipeline {
             }
             return Err(over);
         }
+        draft.charge(tool);
         let executed = execute(tool, &args, permit, &self.shutdown).await;
         let actual = actual_cost(tool, &executed.output);
         draft.cost(actual);

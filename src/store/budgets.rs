@@ -45,6 +45,7 @@ impl Store {
             return Ok(None);
         }
         let mut tx = self.pool().begin().await.doing(ACTION)?;
+        let mut totals = Vec::with_capacity(charges.len());
         for c in charges {
             sqlx::query(
                 "INSERT INTO budget_usage (budget, subject, period) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -56,10 +57,11 @@ impl Store {
             .await
             .doing(ACTION)?;
             let max_calls = c.max_calls.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-            let charged = sqlx::query(
+            let charged: Option<(i64, f64)> = sqlx::query_as(
                 "UPDATE budget_usage SET calls = calls + 1, usd = usd + ?1 \
                  WHERE budget = ?2 AND subject = ?3 AND period = ?4 \
-                 AND (?5 IS NULL OR calls + 1 <= ?5) AND (?6 IS NULL OR usd + ?1 <= ?6 + ?7)",
+                 AND (?5 IS NULL OR calls + 1 <= ?5) AND (?6 IS NULL OR usd + ?1 <= ?6 + ?7) \
+                 RETURNING calls, usd",
             )
             .bind(c.usd)
             .bind(&c.budget)
@@ -68,11 +70,12 @@ impl Store {
             .bind(max_calls)
             .bind(c.max_usd)
             .bind(EPSILON)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .doing(ACTION)?
-            .rows_affected();
-            if charged == 0 {
+            .doing(ACTION)?;
+            if let Some((calls, usd)) = charged {
+                totals.push((c, calls, usd));
+            } else {
                 let (calls, usd): (i64, f64) = sqlx::query_as(
                     "SELECT calls, usd FROM budget_usage WHERE budget = ? AND subject = ? AND period = ?",
                 )
@@ -95,6 +98,9 @@ impl Store {
             }
         }
         tx.commit().await.doing(ACTION)?;
+        for (c, calls, usd) in totals {
+            crate::metrics::budget_used(&c.budget, &c.subject, calls, usd, c.max_calls, c.max_usd);
+        }
         Ok(None)
     }
 

@@ -14,6 +14,7 @@
 
 pub mod approvals;
 pub mod budgets;
+pub mod costs;
 pub mod db;
 pub mod idempotency;
 pub mod policies;
@@ -28,6 +29,7 @@ use sqlx::SqlitePool;
 
 pub use approvals::Approval;
 pub use budgets::{Charge, Exhausted};
+pub use costs::{CostRow, GroupBy};
 pub use idempotency::{Claim, KeyRef};
 pub use policies::StoredPolicySet;
 pub use receipts::{BadReceipt, ReceiptFilter, VerifyReport};

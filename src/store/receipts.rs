@@ -552,6 +552,22 @@ fn receipt_from_row(row: &SqliteRow, action: &'static str) -> Result<Receipt, St
     })
 }
 
+impl Store {
+    /// Every receipt linked to approval `id` (request, decision, run,
+    /// replays), oldest first.
+    pub async fn receipts_of_approval(&self, id: &str) -> Result<Vec<Receipt>, StoreError> {
+        const ACTION: &str = "read the approval's receipts";
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE approval_id = ? ORDER BY seq"
+        )))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .doing(ACTION)?;
+        rows.iter().map(|r| receipt_from_row(r, ACTION)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
