@@ -26,6 +26,7 @@ pub struct Overrides {
     pub db: Option<PathBuf>,
     pub specs: Option<PathBuf>,
     pub principals: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
     pub principal: Option<String>,
 }
 
@@ -190,7 +191,10 @@ impl Settings {
             })?,
         };
         Ok(Settings {
-            policies: from_file(file.policies).unwrap_or_else(|| "policies".into()),
+            policies: overrides
+                .policies
+                .or(from_file(file.policies))
+                .unwrap_or_else(|| "policies".into()),
             secrets_dir: from_file(file.secrets_dir),
             budgets: file.budgets,
             approval_ttl,

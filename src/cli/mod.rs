@@ -57,6 +57,9 @@ pub struct Global {
     /// Principals and roles file. Default: ./principals.yaml
     #[arg(long, global = true, env = "TOLLGATE_PRINCIPALS", value_name = "FILE")]
     pub principals: Option<PathBuf>,
+    /// Directory of Cedar policy files (*.cedar). Default: ./policies
+    #[arg(long, global = true, env = "TOLLGATE_POLICIES", value_name = "DIR")]
+    pub policies: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -118,6 +121,7 @@ impl Global {
             db: self.db.clone(),
             specs: self.specs.clone(),
             principals: self.principals.clone(),
+            policies: self.policies.clone(),
             principal,
         })?)
     }

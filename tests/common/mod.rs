@@ -87,6 +87,7 @@ impl Fixture {
         cmd.current_dir(self.dir.path())
             .env_remove("TOLLGATE_CONFIG")
             .env_remove("TOLLGATE_PRINCIPAL")
+            .env_remove("TOLLGATE_POLICIES")
             .env("TOLLGATE_DB", self.db())
             .env("TOLLGATE_SPECS", self.path("specs"))
             .env("TOLLGATE_PRINCIPALS", self.path("principals.yaml"));
