@@ -429,8 +429,10 @@ async fn stdio_malformed_json_rpc() {
             ..raw(
                 "integer_beyond_u64",
                 bignum,
-                result(false, exact("a")),
-                Written("allowed", "ok"),
+                // Policies see `i` as a Cedar Long; a value it cannot hold
+                // is refused (fail closed) rather than judged on partial facts.
+                result(true, exact("permission denied: argument `i` (1.2345678901234568e+29) does not fit a 64-bit integer, so policies cannot judge it")),
+                Written("denied", "not_run"),
             )
         },
     ];

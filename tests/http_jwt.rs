@@ -51,7 +51,7 @@ async fn a_valid_jwt_calls_with_the_token_roles_and_is_receipted() {
         .unwrap();
     assert_eq!(r.is_error, Some(true));
     assert!(
-        text(&r).starts_with("permission denied: principal `svc-x`"),
+        text(&r).starts_with("permission denied: no policy permits principal `svc-x`"),
         "{}",
         text(&r)
     );

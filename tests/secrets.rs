@@ -324,7 +324,6 @@ async fn a_secret_may_not_choose_the_host() {
 }
 
 #[tokio::test]
-#[ignore = "needs pipeline wiring"]
 async fn sensitive_arguments_are_stored_as_keyed_hashes() {
     let (f, _) = fixture().await;
     let client = serve(&f, &f.path("serve.log")).await;

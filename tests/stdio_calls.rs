@@ -116,7 +116,7 @@ async fn denied_call_names_the_roles_and_is_receipted() {
     assert_eq!(r.is_error, Some(true));
     assert_eq!(
         text(&r),
-        "permission denied: principal `bob` may not call `args_echo`; it requires one of the roles: admin"
+        "permission denied: no policy permits principal `bob` to call `args_echo` with these arguments"
     );
     let rec = f.receipt(&receipt_id(&r)).await;
     assert_eq!(rec["decision"], "denied");

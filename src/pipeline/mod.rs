@@ -235,8 +235,8 @@ impl Pipeline {
 
     /// The arguments as a receipt may store them: properties the tool's
     /// input schema marks `x-sensitive` become keyed hashes.
-    fn stored_args(&self, _tool: &crate::catalog::CompiledTool, args: &Value) -> Value {
-        args.clone()
+    fn stored_args(&self, tool: &crate::catalog::CompiledTool, args: &Value) -> Value {
+        tool.receipt_args(args).into_owned()
     }
 
     /// Finish and commit the receipt, then build the reply (never before).
