@@ -74,6 +74,18 @@ impl CompiledTool {
     }
 }
 
+impl CompiledTool {
+    /// Whether the spec declares the tool read-only (`readOnlyHint: true`).
+    /// Only such tools may run without an intent record first.
+    pub fn read_only(&self) -> bool {
+        self.spec
+            .annotations
+            .as_ref()
+            .and_then(|a| a.read_only_hint)
+            .unwrap_or(false)
+    }
+}
+
 impl std::fmt::Debug for CompiledTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledTool")

@@ -94,6 +94,19 @@ async fn readyz(State(s): State<OpsState>) -> Response {
     if s.pipeline.shutdown.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
+    // Storage first: while receipts cannot be written no call runs, so the
+    // load balancer should send traffic elsewhere until the writer recovers.
+    let unwritable = match &*s.pipeline.writer.health().borrow() {
+        crate::store::StorageHealth::Unhealthy { cause } => Some(cause.clone()),
+        crate::store::StorageHealth::Healthy => None,
+    };
+    if let Some(cause) = unwritable {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("receipts cannot be written: {cause}\n"),
+        )
+            .into_response();
+    }
     if s.pipeline.catalog.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no tools loaded\n").into_response();
     }

@@ -79,6 +79,12 @@ pub enum CallError {
     #[error("tollgate is shutting down and takes no new calls; retry against a running instance")]
     ShuttingDown,
 
+    /// Receipts cannot be written, so nothing runs (fail closed).
+    #[error(
+        "tollgate cannot write receipts right now ({0}), so it runs no calls; retry once /readyz is green again"
+    )]
+    StorageUnavailable(String),
+
     #[error("malformed tools/call: {0}")]
     Malformed(String),
 }
@@ -95,7 +101,7 @@ impl CallError {
             | CallError::InvalidArgs { .. }
             | CallError::Malformed(_) => Decision::Invalid,
             CallError::RateLimited { .. } => Decision::RateLimited,
-            CallError::ShuttingDown => Decision::Unavailable,
+            CallError::ShuttingDown | CallError::StorageUnavailable(_) => Decision::Unavailable,
             // Only raised after a decision was already recorded-or-attempted.
             CallError::ReceiptUnavailable(_) => Decision::Allowed,
         }

@@ -346,6 +346,11 @@ impl Pipeline {
         if self.shutdown.is_draining() {
             return Err(CallError::ShuttingDown);
         }
+        // Fail closed: with storage down no call may run, because none
+        // could be recorded. The writer's heartbeat turns this green again.
+        if let crate::store::StorageHealth::Unhealthy { cause } = &*self.writer.health().borrow() {
+            return Err(CallError::StorageUnavailable(cause.clone()));
+        }
         let principal = authenticate(&self.principals, identity)?;
         draft.principal(&principal);
         let tool = resolve(&self.catalog, tool)?;

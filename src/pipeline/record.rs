@@ -27,7 +27,7 @@ pub struct Origin {
 }
 
 /// A receipt being assembled while the call moves through the stages.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Draft {
     pub id: String,
     ts: String,
@@ -86,6 +86,14 @@ impl Draft {
             [one] => format!("allowed by policy `{one}`"),
             many => format!("allowed by policies `{}`", many.join("`, `")),
         }
+    }
+
+    /// The receipt to append if this call never completes (see the
+    /// writer's intents): everything known so far, outcome `interrupted`.
+    pub fn intent(&self) -> NewReceipt {
+        let reason = self.reason_for_run();
+        self.clone()
+            .finish(Decision::Allowed, Some(reason), Outcome::Interrupted, None)
     }
 
     /// The tool name as recorded.

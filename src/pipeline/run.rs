@@ -84,6 +84,20 @@ impl Pipeline {
             return Err(over);
         }
         draft.charge(tool);
+        // No side effect without a record: a tool that may change the world
+        // runs only after its intent is committed. If tollgate dies before
+        // the receipt, start-up turns the intent into an `interrupted` one.
+        if !tool.read_only()
+            && let Err(e) = self.writer.intent(&draft.intent()).await
+        {
+            if let Some(key) = key {
+                key.release(store, &draft.id).await;
+            }
+            budget::adjust(store, &charges, -1, -fixed).await;
+            return Err(CallError::StorageUnavailable(format!(
+                "the intent record could not be committed: {e}"
+            )));
+        }
         let executed = execute(tool, &args, permit, &self.shutdown).await;
         let actual = actual_cost(tool, &executed.output);
         draft.cost(actual);

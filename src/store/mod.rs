@@ -34,7 +34,7 @@ pub use idempotency::{Claim, KeyRef};
 pub use policies::StoredPolicySet;
 pub use receipts::{BadReceipt, ReceiptFilter, VerifyReport};
 pub use registry::{SpecFile, ToolState, ToolVersion, Unpinned};
-pub use writer::{Committed, ReceiptWriter, WriterHandle, WriterStats};
+pub use writer::{Committed, ReceiptWriter, StorageHealth, WriterHandle, WriterStats};
 
 /// A handle to the tollgate database. Cheap to clone (a pool and a path).
 #[derive(Debug, Clone)]
