@@ -242,6 +242,18 @@ impl Pipeline {
     /// Finish and commit the receipt, then build the reply (never before).
     async fn record(&self, mut draft: Draft, governed: Result<Governed, CallError>) -> CallReply {
         let started = draft.started();
+        // Storage is down: this refusal cannot be receipted either, and
+        // trying would only hold the client for the busy timeout. The log
+        // line is the evidence; the caller learns why at once.
+        if let Err(CallError::StorageUnavailable(why)) = &governed {
+            let refusal = CallError::StorageUnavailable(why.clone());
+            tracing::warn!(reason = %refusal, "call refused while receipts cannot be written; no receipt");
+            return CallReply {
+                receipt_id: None,
+                body: Err(refusal),
+                meta: Map::new(),
+            };
+        }
         let mut meta = Map::new();
         if let Err(refusal) = &governed
             && !refusal.policies().is_empty()
