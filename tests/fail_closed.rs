@@ -38,7 +38,9 @@ async fn call_touch(server: &HttpTollgate, token: &str, n: i64) -> serde_json::V
 }
 
 fn lines(p: &std::path::Path) -> usize {
-    std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -84,10 +86,16 @@ async fn a_locked_database_refuses_calls_turns_readyz_red_and_recovers() {
     let started = Instant::now();
     let refused = call_touch(&server, &token, 3).await;
     assert!(
-        refused.to_string().contains("tollgate cannot write receipts right now"),
+        refused
+            .to_string()
+            .contains("tollgate cannot write receipts right now"),
         "{refused}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3), "refusal waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refusal waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(lines(&marker), 1);
 
     // Storage comes back: tollgate notices by itself (writer heartbeat).
@@ -95,7 +103,10 @@ async fn a_locked_database_refuses_calls_turns_readyz_red_and_recovers() {
     holder.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while readyz(&server).await.0 != 200 {
-        assert!(Instant::now() < deadline, "readyz stayed red after the lock was released");
+        assert!(
+            Instant::now() < deadline,
+            "readyz stayed red after the lock was released"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ok = call_touch(&server, &token, 4).await;

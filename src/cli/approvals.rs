@@ -50,7 +50,9 @@ pub enum ApprovalsCmd {
         note: Option<String>,
     },
     /// Deny a pending request; the call never runs.
-    #[command(after_help = "Example:\n  tollgate approvals deny ap_3f9a1c0b --as fin-1 --reason 'duplicate of ord_123'")]
+    #[command(
+        after_help = "Example:\n  tollgate approvals deny ap_3f9a1c0b --as fin-1 --reason 'duplicate of ord_123'"
+    )]
     Deny {
         id: String,
         #[arg(long = "as", value_name = "PRINCIPAL")]
@@ -172,7 +174,10 @@ async fn decide(
     let verb = if approve { "approved" } else { "denied" };
     println!(
         "{verb} {id} as {approver}; decision receipt: {}",
-        decided.decision_receipt.as_deref().unwrap_or("none (not committed)")
+        decided
+            .decision_receipt
+            .as_deref()
+            .unwrap_or("none (not committed)")
     );
     let Some(run) = decided.run else {
         return Ok(0);
@@ -208,18 +213,34 @@ fn print_approval(a: &Approval) {
         printable(&a.roles.join(", "))
     );
     println!("expires    {}", a.expires_at);
-    println!("tool       {} v{} (spec {})", a.tool, a.version, a.spec_hash);
+    println!(
+        "tool       {} v{} (spec {})",
+        a.tool, a.version, a.spec_hash
+    );
     println!("arguments  {}", printable(&a.args.to_string()));
     println!("approver   a holder of role `{}`", a.approver_role);
-    println!("policies   {} (set {})", a.policies.join(", "), a.policy_set);
+    println!(
+        "policies   {} (set {})",
+        a.policies.join(", "),
+        a.policy_set
+    );
     println!("request    receipt {}", a.request_receipt);
-    println!("decided    {} at {}", opt(&a.decided_by), opt(&a.decided_at));
+    println!(
+        "decided    {} at {}",
+        opt(&a.decided_by),
+        opt(&a.decided_at)
+    );
     println!("note       {}", opt(&a.note));
     println!("run        receipt {}", opt(&a.run_receipt));
     if let Some(result) = &a.result {
         println!(
             "result     {}",
-            printable(result.get("text").and_then(|t| t.as_str()).unwrap_or_default())
+            printable(
+                result
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default()
+            )
         );
     }
 }

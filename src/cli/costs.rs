@@ -90,9 +90,19 @@ pub async fn run(settings: &Settings, args: CostsArgs) -> anyhow::Result<u8> {
     }
     if !current.is_empty() {
         println!("\nbudgets, current period");
-        println!("{:<32} {:<20} {:<10} {:>8} {:>12}", "BUDGET", "SUBJECT", "PERIOD", "CALLS", "USD");
+        println!(
+            "{:<32} {:<20} {:<10} {:>8} {:>12}",
+            "BUDGET", "SUBJECT", "PERIOD", "CALLS", "USD"
+        );
         for (b, s, p, c, u) in &current {
-            println!("{:<32} {:<20} {:<10} {:>8} {:>12.4}", printable(b), printable(s), p, c, u);
+            println!(
+                "{:<32} {:<20} {:<10} {:>8} {:>12.4}",
+                printable(b),
+                printable(s),
+                p,
+                c,
+                u
+            );
         }
     }
     Ok(0)

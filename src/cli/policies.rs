@@ -47,14 +47,20 @@ pub async fn run(settings: &Settings, cmd: PoliciesCmd) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&sets)?);
             } else {
-                println!("{:<64}  {:<27}  {:<27}  FILES", "HASH", "FIRST SEEN", "LAST USED");
+                println!(
+                    "{:<64}  {:<27}  {:<27}  FILES",
+                    "HASH", "FIRST SEEN", "LAST USED"
+                );
                 for s in &sets {
                     let files = s
                         .sources
                         .as_object()
                         .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
                         .unwrap_or_default();
-                    println!("{:<64}  {:<27}  {:<27}  {files}", s.hash, s.first_seen, s.last_used);
+                    println!(
+                        "{:<64}  {:<27}  {:<27}  {files}",
+                        s.hash, s.first_seen, s.last_used
+                    );
                 }
             }
         }

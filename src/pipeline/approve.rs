@@ -52,10 +52,14 @@ pub async fn gate(req: Request<'_>) -> Result<Gate, CallError> {
     };
     let existing = match req.named {
         Some(id) => {
-            let found = req.store.get_approval(id).await.map_err(|e| CallError::Denied {
-                message: format!("approval `{id}` cannot be used: {e}"),
-                policies: Vec::new(),
-            })?;
+            let found = req
+                .store
+                .get_approval(id)
+                .await
+                .map_err(|e| CallError::Denied {
+                    message: format!("approval `{id}` cannot be used: {e}"),
+                    policies: Vec::new(),
+                })?;
             match found {
                 Some(a)
                     if a.principal == req.principal.name()
@@ -115,7 +119,10 @@ pub async fn gate(req: Request<'_>) -> Result<Gate, CallError> {
         run_receipt: None,
         result: None,
     };
-    req.store.create_approval(&approval).await.map_err(unavailable)?;
+    req.store
+        .create_approval(&approval)
+        .await
+        .map_err(unavailable)?;
     Ok(Gate::Pending {
         approval_id: id,
         role: req.role.into(),
@@ -145,7 +152,10 @@ fn follow_up(a: Approval) -> Result<Gate, CallError> {
                 "approval `{}` was denied by {}{}",
                 a.id,
                 a.decided_by.as_deref().unwrap_or("an approver"),
-                a.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
+                a.note
+                    .as_deref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
             ),
             policies: Vec::new(),
         }),

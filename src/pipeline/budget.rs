@@ -33,7 +33,10 @@ struct Budget {
 enum Subject {
     Principal(String),
     /// `each`: one total per holder rather than one for the role.
-    Role { role: String, each: bool },
+    Role {
+        role: String,
+        each: bool,
+    },
 }
 
 impl Budgets {
@@ -48,7 +51,9 @@ impl Budgets {
                 (Some(p), None) if !b.each_principal => Subject::Principal(p.clone()),
                 (None, Some(r)) => {
                     if !principals.has_role(r) {
-                        problems.push(format!("{at}: role `{r}` is not declared in the principals file"));
+                        problems.push(format!(
+                            "{at}: role `{r}` is not declared in the principals file"
+                        ));
                     }
                     Subject::Role {
                         role: r.clone(),
@@ -56,13 +61,13 @@ impl Budgets {
                     }
                 }
                 (Some(_), None) => {
-                    problems.push(format!("{at}: `each_principal` only applies to a `role:` budget"));
+                    problems.push(format!(
+                        "{at}: `each_principal` only applies to a `role:` budget"
+                    ));
                     continue;
                 }
                 _ => {
-                    problems.push(format!(
-                        "{at}: give exactly one of `principal:` or `role:`"
-                    ));
+                    problems.push(format!("{at}: give exactly one of `principal:` or `role:`"));
                     continue;
                 }
             };
@@ -84,7 +89,9 @@ impl Budgets {
                 format!("{who}/{}/{period}", b.tool.as_deref().unwrap_or("*"))
             });
             if !names.insert(name.clone()) {
-                problems.push(format!("{at}: the name `{name}` is used twice; give each budget its own `name:`"));
+                problems.push(format!(
+                    "{at}: the name `{name}` is used twice; give each budget its own `name:`"
+                ));
             }
             budgets.push(Budget {
                 name,
@@ -108,7 +115,13 @@ impl Budgets {
 
     /// The charges one call of `tool` by `principal` makes at `now`, with
     /// `usd` as the amount charged up front.
-    pub fn charges(&self, principal: &Principal, tool: &str, usd: f64, now: DateTime<Utc>) -> Vec<Charge> {
+    pub fn charges(
+        &self,
+        principal: &Principal,
+        tool: &str,
+        usd: f64,
+        now: DateTime<Utc>,
+    ) -> Vec<Charge> {
         self.budgets
             .iter()
             .filter(|b| b.tool.as_deref().is_none_or(|t| t == tool))
@@ -167,12 +180,19 @@ pub async fn adjust(store: &Store, charges: &[Charge], calls: i64, usd_delta: f6
 }
 
 fn explain(over: &Exhausted) -> String {
-    let period = if over.period.len() == 7 { "this month" } else { "today" };
+    let period = if over.period.len() == 7 {
+        "this month"
+    } else {
+        "today"
+    };
     let cap = match (over.max_calls, over.max_usd) {
         (Some(calls), _) if over.calls >= calls as i64 => {
             format!("{calls} calls {period}, and {} have been made", over.calls)
         }
-        (_, Some(usd)) => format!("{usd:.2} USD {period}, and {:.2} USD has been spent", over.usd),
+        (_, Some(usd)) => format!(
+            "{usd:.2} USD {period}, and {:.2} USD has been spent",
+            over.usd
+        ),
         (Some(calls), None) => format!("{calls} calls {period}"),
         (None, None) => "nothing".to_owned(),
     };
@@ -180,6 +200,10 @@ fn explain(over: &Exhausted) -> String {
         "budget `{}` ({}) allows {cap}; it resets at the start of the next {} (UTC)",
         over.budget,
         over.subject,
-        if over.period.len() == 7 { "month" } else { "day" }
+        if over.period.len() == 7 {
+            "month"
+        } else {
+            "day"
+        }
     )
 }

@@ -181,12 +181,21 @@ fn different_args(tool: &CompiledTool, receipt_id: &str) -> CallError {
 
 impl Key {
     /// Store the result for every later repeat.
-    pub async fn finish(self, store: &Store, receipt_id: &str, outcome: Outcome, output: &ExecOutput) {
+    pub async fn finish(
+        self,
+        store: &Store,
+        receipt_id: &str,
+        outcome: Outcome,
+        output: &ExecOutput,
+    ) {
         let key = KeyRef {
             scope: &self.scope,
             key_hash: &self.key_hash,
         };
-        if let Err(e) = store.finish_key(&key, receipt_id, &stored(outcome, output)).await {
+        if let Err(e) = store
+            .finish_key(&key, receipt_id, &stored(outcome, output))
+            .await
+        {
             tracing::error!(error = %e, "idempotent result not stored; a repeat will be told the call is still running until the key expires");
         }
     }

@@ -122,4 +122,3 @@ fn render_violations(violations: &[Violation]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
-

@@ -140,9 +140,7 @@ impl Governance {
             catalog.iter(),
             None,
         )
-        .unwrap_or_else(|issues| {
-            panic!("allow lists always make a valid policy set: {issues:?}")
-        });
+        .unwrap_or_else(|issues| panic!("allow lists always make a valid policy set: {issues:?}"));
         Governance {
             policy: Arc::new(engine),
             budgets: Budgets::default(),
@@ -264,7 +262,12 @@ impl Pipeline {
         let receipt = match &governed {
             Ok(Governed::Ran(executed)) => {
                 let reason = draft.reason_for_run();
-                draft.finish(Decision::Allowed, Some(reason), executed.outcome, Some(&executed.output))
+                draft.finish(
+                    Decision::Allowed,
+                    Some(reason),
+                    executed.outcome,
+                    Some(&executed.output),
+                )
             }
             Ok(Governed::Pending { approval_id, role }) => {
                 meta.insert(META_APPROVAL_ID.into(), json!(approval_id));
@@ -374,20 +377,37 @@ impl Pipeline {
         }
         let args = validate(&tool, args, size, self.max_args_bytes)?;
         let transport = draft.origin().transport.clone();
-        let verdict = authorize(&self.governance.policy, &principal, &tool, &args, &transport)?;
+        let verdict = authorize(
+            &self.governance.policy,
+            &principal,
+            &tool,
+            &args,
+            &transport,
+        )?;
         draft.policies(self.governance.policy.hash(), verdict.policies());
         // Limits run after authorization, so denied calls spend no tokens.
         self.limiter.check(&principal, &tool)?;
         let permit = match verdict {
             Authorized::Run(permit) => permit,
             Authorized::NeedsApproval { role, policies } => {
-                return self.await_approval(&principal, &tool, &args, &role, &policies, meta, draft).await;
+                return self
+                    .await_approval(&principal, &tool, &args, &role, &policies, meta, draft)
+                    .await;
             }
         };
-        self.run(&principal, &tool, args, permit, meta.idempotency_key.as_deref(), draft)
-            .await
+        self.run(
+            &principal,
+            &tool,
+            args,
+            permit,
+            meta.idempotency_key.as_deref(),
+            draft,
+        )
+        .await
     }
 }
 
+#[cfg(test)]
+mod governance_tests;
 #[cfg(test)]
 mod tests;

@@ -27,14 +27,18 @@ pub enum ApprovalError {
     NotFound(String),
     #[error("approval `{id}` is {status}, not pending; nothing was changed")]
     NotPending { id: String, status: String },
-    #[error("`{approver}` cannot decide approval `{id}`: only a holder of the role `{role}` can, and `{approver}` holds {held}")]
+    #[error(
+        "`{approver}` cannot decide approval `{id}`: only a holder of the role `{role}` can, and `{approver}` holds {held}"
+    )]
     WrongRole {
         id: String,
         approver: String,
         role: String,
         held: String,
     },
-    #[error("`{0}` asked for this call and cannot approve or deny it; four eyes means someone else decides")]
+    #[error(
+        "`{0}` asked for this call and cannot approve or deny it; four eyes means someone else decides"
+    )]
     OwnRequest(String),
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -73,10 +77,10 @@ impl Pipeline {
             Dedupe::NoKey => None,
         };
         let fixed = tool.spec.cost.as_ref().and_then(|c| c.usd).unwrap_or(0.0);
-        let charges = self
-            .governance
-            .budgets
-            .charges(principal, &tool.spec.name, fixed, chrono::Utc::now());
+        let charges =
+            self.governance
+                .budgets
+                .charges(principal, &tool.spec.name, fixed, chrono::Utc::now());
         if let Err(over) = budget::reserve(store, &charges).await {
             if let Some(key) = key {
                 key.release(store, &draft.id).await;
@@ -227,7 +231,12 @@ impl Pipeline {
             transport: "cli".into(),
             session: None,
         };
-        let mut draft = Draft::start(origin, approver.auth(), &approval.tool, approval.args.clone());
+        let mut draft = Draft::start(
+            origin,
+            approver.auth(),
+            &approval.tool,
+            approval.args.clone(),
+        );
         draft.principal(approver);
         if let Some(tool) = self.catalog.get(&approval.tool) {
             draft.tool(tool);
@@ -268,16 +277,17 @@ impl Pipeline {
             transport: "cli".into(),
             session: None,
         };
-        let mut draft = Draft::start(origin, &approval.auth, &approval.tool, approval.args.clone());
+        let mut draft = Draft::start(
+            origin,
+            &approval.auth,
+            &approval.tool,
+            approval.args.clone(),
+        );
         let requester = Principal::restore(&approval.principal, &approval.roles, &approval.auth);
         draft.principal(&requester);
         draft.approval(&approval.id);
         draft.policies(&approval.policy_set, &approval.policies);
-        draft.ran_because(format!(
-            "approved by {} ({})",
-            approver.name(),
-            approval.id
-        ));
+        draft.ran_because(format!("approved by {} ({})", approver.name(), approval.id));
         let governed = self.govern_approved(approval, &requester, &mut draft).await;
         let reply = self.record(draft, governed).await;
         if let (Some(receipt), Ok(output)) = (&reply.receipt_id, &reply.body) {
@@ -330,13 +340,7 @@ impl Pipeline {
         let size = serde_json::to_string(&args).map(|s| s.len()).unwrap_or(0);
         let args = validate(&tool, args, size, self.max_args_bytes)?;
         // Forbids still win: re-ask the policies with the requester's roles.
-        let verdict = super::authorize(
-            &self.governance.policy,
-            requester,
-            &tool,
-            &args,
-            "cli",
-        );
+        let verdict = super::authorize(&self.governance.policy, requester, &tool, &args, "cli");
         if let Err(denied @ CallError::Denied { .. }) = verdict {
             return Err(denied);
         }

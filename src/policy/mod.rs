@@ -205,7 +205,13 @@ impl PolicyEngine {
                 let approval = policy.annotation("approval").map(str::to_owned);
                 if let Some(role) = &approval {
                     if policy.effect() == Effect::Forbid {
-                        issues.push(issue(&src.name, line, Some(&id), "@approval only makes sense on a permit; a forbid is never approved".into()));
+                        issues.push(issue(
+                            &src.name,
+                            line,
+                            Some(&id),
+                            "@approval only makes sense on a permit; a forbid is never approved"
+                                .into(),
+                        ));
                     } else if let Some(p) = principals
                         && !p.has_role(role)
                     {
@@ -220,7 +226,10 @@ impl PolicyEngine {
                         message: policy.annotation("message").map(str::to_owned),
                     },
                 );
-                located.insert(id.clone(), (si, line.map(|l| l.to_string()).unwrap_or_default()));
+                located.insert(
+                    id.clone(),
+                    (si, line.map(|l| l.to_string()).unwrap_or_default()),
+                );
                 let renamed = policy.new_id(PolicyId::new(&id));
                 if let Err(e) = set.add(renamed) {
                     issues.push(issue(&src.name, line, Some(&id), e.to_string()));
@@ -448,8 +457,14 @@ fn tool_facts(tool: &CompiledTool, args_type: Value) -> Result<ToolFacts, String
         .iter()
         .map(|t| RestrictedExpression::new_string(t.clone()));
     let attrs = HashMap::from([
-        ("name".to_owned(), RestrictedExpression::new_string(name.clone())),
-        ("version".to_owned(), RestrictedExpression::new_long(tool.version)),
+        (
+            "name".to_owned(),
+            RestrictedExpression::new_string(name.clone()),
+        ),
+        (
+            "version".to_owned(),
+            RestrictedExpression::new_long(tool.version),
+        ),
         (
             "destructive".to_owned(),
             RestrictedExpression::new_bool(ann.destructive_hint.unwrap_or(false)),

@@ -221,7 +221,10 @@ mod tests {
         });
         let ty = cedar_type(&schema).unwrap();
         let attrs = &ty["attributes"];
-        assert_eq!(attrs["order_id"], json!({"type": "String", "required": true}));
+        assert_eq!(
+            attrs["order_id"],
+            json!({"type": "String", "required": true})
+        );
         assert_eq!(attrs["amount_cents"]["required"], json!(false));
         assert!(attrs.get("ratio").is_none());
         assert_eq!(attrs["tags"]["element"]["type"], "String");

@@ -31,7 +31,12 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Source>, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read policy directory {}: {e}", dir.display())),
+        Err(e) => {
+            return Err(format!(
+                "cannot read policy directory {}: {e}",
+                dir.display()
+            ));
+        }
     };
     let mut paths = Vec::new();
     for entry in entries {
@@ -168,7 +173,11 @@ pub fn statement_starts(text: &str) -> Vec<usize> {
 /// 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]

@@ -159,7 +159,10 @@ fn an_unknown_argument_is_an_error_with_file_and_line() {
     let issues = engine(rules).unwrap_err();
     assert_eq!(issues.len(), 1, "{issues:?}");
     let text = issues[0].to_string();
-    assert!(text.starts_with("refunds.cedar:5: policy `typo`:"), "{text}");
+    assert!(
+        text.starts_with("refunds.cedar:5: policy `typo`:"),
+        "{text}"
+    );
     assert!(text.contains("amount"), "{text}");
 }
 
@@ -169,14 +172,20 @@ fn comparing_a_string_with_a_number_is_an_error() {
     let issues = engine(rules).unwrap_err();
     let text = issues[0].to_string();
     // Without @id the policy is named by its file and line.
-    assert!(text.starts_with("refunds.cedar:2: policy `refunds.cedar:1`"), "{text}");
+    assert!(
+        text.starts_with("refunds.cedar:2: policy `refunds.cedar:1`"),
+        "{text}"
+    );
     assert!(text.contains("expected Long but saw String"), "{text}");
 }
 
 #[test]
 fn syntax_errors_duplicate_ids_and_bad_approvals_are_reported() {
     let issues = engine("permit (principal, action, resource)\nwhen { };\n").unwrap_err();
-    assert!(issues[0].to_string().starts_with("refunds.cedar:"), "{issues:?}");
+    assert!(
+        issues[0].to_string().starts_with("refunds.cedar:"),
+        "{issues:?}"
+    );
 
     let dup = "@id(\"a\") permit (principal, action, resource);\n@id(\"a\") forbid (principal, action, resource);\n";
     let issues = engine(dup).unwrap_err();
@@ -184,9 +193,19 @@ fn syntax_errors_duplicate_ids_and_bad_approvals_are_reported() {
 
     let bad = "@id(\"x\") @approval(\"auditors\") permit (principal, action, resource);\n@id(\"y\") @approval(\"finance\") forbid (principal, action, resource);\n";
     let issues = engine(bad).unwrap_err();
-    let all = issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
-    assert!(all.contains("`x`") && all.contains("nobody could approve"), "{all}");
-    assert!(all.contains("`y`") && all.contains("only makes sense on a permit"), "{all}");
+    let all = issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains("`x`") && all.contains("nobody could approve"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`y`") && all.contains("only makes sense on a permit"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -196,7 +215,13 @@ fn optional_arguments_need_has_and_huge_numbers_fail_closed() {
     assert!(issues[0].to_string().contains("note"), "{issues:?}");
 
     let e = engine(RULES).unwrap();
-    let v = decide(&e, "fin-1", "finance", "issue_refund", json!({"order_id": "o", "amount_cents": 1e20, "reason": "r"}));
+    let v = decide(
+        &e,
+        "fin-1",
+        "finance",
+        "issue_refund",
+        json!({"order_id": "o", "amount_cents": 1e20, "reason": "r"}),
+    );
     match v {
         Verdict::Deny { message, .. } => assert!(message.contains("amount_cents"), "{message}"),
         other => panic!("{other:?}"),

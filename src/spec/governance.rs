@@ -14,10 +14,9 @@ pub fn check(spec: &ToolSpec, properties: &std::collections::BTreeSet<String>) -
     let mut issues = Vec::new();
     if let Some(cost) = &spec.cost {
         if cost.usd.is_none() && cost.from.is_none() {
-            issues.push(
-                SpecIssue::at("cost", "says nothing")
-                    .hint("give `usd: 0.02` (fixed), `from: /pointer` (read from the result), or both"),
-            );
+            issues.push(SpecIssue::at("cost", "says nothing").hint(
+                "give `usd: 0.02` (fixed), `from: /pointer` (read from the result), or both",
+            ));
         }
         if let Some(usd) = cost.usd
             && !(usd.is_finite() && usd >= 0.0)
@@ -35,10 +34,10 @@ pub fn check(spec: &ToolSpec, properties: &std::collections::BTreeSet<String>) -
     }
     if let Some(idem) = &spec.idempotency {
         if idem.key.is_empty() {
-            issues.push(
-                SpecIssue::at("idempotency.key", "is empty")
-                    .hint("name the arguments whose values identify one effect, e.g. `[order_id]`"),
-            );
+            issues
+                .push(SpecIssue::at("idempotency.key", "is empty").hint(
+                    "name the arguments whose values identify one effect, e.g. `[order_id]`",
+                ));
         }
         for (i, name) in idem.key.iter().enumerate() {
             if !properties.contains(name) {
@@ -69,7 +68,9 @@ pub fn key_ttl(spec: &ToolSpec) -> Result<Duration, String> {
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if d >= Duration::from_secs(1) => Ok(d),
             Ok(_) => Err("must be at least 1s".into()),
-            Err(e) => Err(format!("`{text}` is not a duration ({e}); write e.g. `24h` or `7d`")),
+            Err(e) => Err(format!(
+                "`{text}` is not a duration ({e}); write e.g. `24h` or `7d`"
+            )),
         },
     }
 }
@@ -88,14 +89,33 @@ mod tests {
     #[test]
     fn bad_sections_are_named() {
         let props: std::collections::BTreeSet<String> = ["order_id".to_string()].into();
-        let issues = check(&spec("cost: {}\nidempotency: {key: [order], ttl: soon}\n"), &props);
+        let issues = check(
+            &spec("cost: {}\nidempotency: {key: [order], ttl: soon}\n"),
+            &props,
+        );
         let text: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
         let all = text.join("\n");
         assert!(all.contains("cost"), "{all}");
-        assert!(all.contains("idempotency.key[0]") && all.contains("`order`"), "{all}");
+        assert!(
+            all.contains("idempotency.key[0]") && all.contains("`order`"),
+            "{all}"
+        );
         assert!(all.contains("idempotency.ttl"), "{all}");
-        assert!(check(&spec("cost: {from: usage}\n"), &props)[0].to_string().contains("JSON pointer"));
-        assert!(check(&spec("cost: {usd: 0.3, from: /fee}\nidempotency: {key: [order_id], ttl: 7d}\n"), &props).is_empty());
-        assert_eq!(key_ttl(&spec("idempotency: {key: [order_id]}\n")).unwrap(), DEFAULT_KEY_TTL);
+        assert!(
+            check(&spec("cost: {from: usage}\n"), &props)[0]
+                .to_string()
+                .contains("JSON pointer")
+        );
+        assert!(
+            check(
+                &spec("cost: {usd: 0.3, from: /fee}\nidempotency: {key: [order_id], ttl: 7d}\n"),
+                &props
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            key_ttl(&spec("idempotency: {key: [order_id]}\n")).unwrap(),
+            DEFAULT_KEY_TTL
+        );
     }
 }

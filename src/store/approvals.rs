@@ -75,11 +75,13 @@ const COLUMNS: &str = "id, created_at, expires_at, status, request_receipt, prin
 impl Store {
     /// Mark pending approvals past their time as expired.
     async fn expire_approvals(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE approvals SET status = 'expired' WHERE status = 'pending' AND expires_at <= ?")
-            .bind(now_ts())
-            .execute(self.pool())
-            .await
-            .doing("expire approvals")?;
+        sqlx::query(
+            "UPDATE approvals SET status = 'expired' WHERE status = 'pending' AND expires_at <= ?",
+        )
+        .bind(now_ts())
+        .execute(self.pool())
+        .await
+        .doing("expire approvals")?;
         Ok(())
     }
 
@@ -136,7 +138,10 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .doing("find the approval")?;
-        row.as_ref().map(decode).transpose().doing("read the approval")
+        row.as_ref()
+            .map(decode)
+            .transpose()
+            .doing("read the approval")
     }
 
     /// The approval whose id starts with `prefix` (8 characters or more).
@@ -162,7 +167,10 @@ impl Store {
                 prefix: prefix.into(),
             });
         }
-        rows.first().map(decode).transpose().doing("read the approval")
+        rows.first()
+            .map(decode)
+            .transpose()
+            .doing("read the approval")
     }
 
     /// Approvals, newest first, optionally of one status.
@@ -181,7 +189,10 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .doing("list approvals")?;
-        rows.iter().map(decode).collect::<Result<_, _>>().doing("read approvals")
+        rows.iter()
+            .map(decode)
+            .collect::<Result<_, _>>()
+            .doing("read approvals")
     }
 
     /// Move a pending, unexpired approval to `status`. `false` when it was
@@ -264,18 +275,49 @@ mod tests {
     async fn decided_once_and_expired_ones_are_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        store.create_approval(&sample("ap-00000001", "9999-01-01T00:00:00.000000Z")).await.unwrap();
-        let found = store.find_approval("agent-1", "issue_refund", "ah").await.unwrap().unwrap();
+        store
+            .create_approval(&sample("ap-00000001", "9999-01-01T00:00:00.000000Z"))
+            .await
+            .unwrap();
+        let found = store
+            .find_approval("agent-1", "issue_refund", "ah")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.args, json!({"amount_cents": 7500}));
-        assert!(store.decide_approval("ap-00000001", "approved", "fin-1", Some("ok")).await.unwrap());
-        assert!(!store.decide_approval("ap-00000001", "denied", "fin-2", None).await.unwrap());
-        store.approval_ran("ap-00000001", "r2", &json!({"text": "done"})).await.unwrap();
+        assert!(
+            store
+                .decide_approval("ap-00000001", "approved", "fin-1", Some("ok"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .decide_approval("ap-00000001", "denied", "fin-2", None)
+                .await
+                .unwrap()
+        );
+        store
+            .approval_ran("ap-00000001", "r2", &json!({"text": "done"}))
+            .await
+            .unwrap();
         let got = store.get_approval("ap-00000001").await.unwrap().unwrap();
-        assert_eq!((got.status.as_str(), got.decided_by.as_deref()), ("approved", Some("fin-1")));
+        assert_eq!(
+            (got.status.as_str(), got.decided_by.as_deref()),
+            ("approved", Some("fin-1"))
+        );
         assert_eq!(got.result, Some(json!({"text": "done"})));
 
-        store.create_approval(&sample("ap-00000002", "2000-01-01T00:00:00.000000Z")).await.unwrap();
-        assert!(!store.decide_approval("ap-00000002", "approved", "fin-1", None).await.unwrap());
+        store
+            .create_approval(&sample("ap-00000002", "2000-01-01T00:00:00.000000Z"))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .decide_approval("ap-00000002", "approved", "fin-1", None)
+                .await
+                .unwrap()
+        );
         let expired = store.list_approvals(Some("expired"), 10).await.unwrap();
         assert_eq!(expired.len(), 1);
         assert!(store.get_approval("ap-0000").await.is_err());

@@ -39,7 +39,10 @@ const EPSILON: f64 = 1e-9;
 
 impl Store {
     /// Charge one call to every budget in `charges`, or to none of them.
-    pub async fn reserve_budgets(&self, charges: &[Charge]) -> Result<Option<Exhausted>, StoreError> {
+    pub async fn reserve_budgets(
+        &self,
+        charges: &[Charge],
+    ) -> Result<Option<Exhausted>, StoreError> {
         const ACTION: &str = "charge the budget";
         if charges.is_empty() {
             return Ok(None);
@@ -136,7 +139,9 @@ impl Store {
     }
 
     /// Current totals of every budget in `period` rows, for /metrics and `costs`.
-    pub async fn budget_totals(&self) -> Result<Vec<(String, String, String, i64, f64)>, StoreError> {
+    pub async fn budget_totals(
+        &self,
+    ) -> Result<Vec<(String, String, String, i64, f64)>, StoreError> {
         sqlx::query_as("SELECT budget, subject, period, calls, usd FROM budget_usage ORDER BY budget, subject, period")
             .fetch_all(self.pool())
             .await
@@ -177,7 +182,10 @@ mod tests {
         // A call that did not run gives its reservation back.
         store.adjust_budgets(&both, -1, -0.5).await.unwrap();
         assert_eq!(store.reserve_budgets(&[calls]).await.unwrap(), None);
-        let over = store.reserve_budgets(&[money.clone(), charge("money", None, Some(1.0), 0.6)]).await.unwrap();
+        let over = store
+            .reserve_budgets(&[money.clone(), charge("money", None, Some(1.0), 0.6)])
+            .await
+            .unwrap();
         assert!(over.is_some());
     }
 }

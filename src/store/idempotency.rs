@@ -74,16 +74,20 @@ impl Store {
         let claim = if inserted == 1 {
             Claim::Claimed
         } else {
-            let (stored_args, state, rid, result): (String, String, Option<String>, Option<String>) =
-                sqlx::query_as(
-                    "SELECT args_hash, state, receipt_id, result FROM idempotency \
+            let (stored_args, state, rid, result): (
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+            ) = sqlx::query_as(
+                "SELECT args_hash, state, receipt_id, result FROM idempotency \
                      WHERE scope = ? AND key_hash = ?",
-                )
-                .bind(key.scope)
-                .bind(key.key_hash)
-                .fetch_one(&mut *tx)
-                .await
-                .doing(ACTION)?;
+            )
+            .bind(key.scope)
+            .bind(key.key_hash)
+            .fetch_one(&mut *tx)
+            .await
+            .doing(ACTION)?;
             let same_args = stored_args == args_hash;
             let receipt_id = rid.unwrap_or_default();
             match (state.as_str(), result) {
@@ -162,7 +166,10 @@ mod tests {
             key_hash: "k1",
         };
         let later = "9999-01-01T00:00:00.000000Z";
-        assert_eq!(store.claim_key(&key, "a1", "r1", later).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim_key(&key, "a1", "r1", later).await.unwrap(),
+            Claim::Claimed
+        );
         assert_eq!(
             store.claim_key(&key, "a1", "r2", later).await.unwrap(),
             Claim::Running {
@@ -170,7 +177,10 @@ mod tests {
                 same_args: true
             }
         );
-        store.finish_key(&key, "r1", &json!({"text": "ok"})).await.unwrap();
+        store
+            .finish_key(&key, "r1", &json!({"text": "ok"}))
+            .await
+            .unwrap();
         assert_eq!(
             store.claim_key(&key, "a2", "r3", later).await.unwrap(),
             Claim::Done {
@@ -181,16 +191,31 @@ mod tests {
         );
         // Releasing only removes a running claim held by that receipt.
         store.release_key(&key, "r1").await.unwrap();
-        assert!(matches!(store.claim_key(&key, "a1", "r4", later).await.unwrap(), Claim::Done { .. }));
+        assert!(matches!(
+            store.claim_key(&key, "a1", "r4", later).await.unwrap(),
+            Claim::Done { .. }
+        ));
 
         let other = KeyRef {
             scope: "tool:refund",
             key_hash: "k2",
         };
-        assert_eq!(store.claim_key(&other, "a", "r5", later).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim_key(&other, "a", "r5", later).await.unwrap(),
+            Claim::Claimed
+        );
         store.release_key(&other, "r5").await.unwrap();
-        assert_eq!(store.claim_key(&other, "a", "r6", "2000-01-01T00:00:00.000000Z").await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store
+                .claim_key(&other, "a", "r6", "2000-01-01T00:00:00.000000Z")
+                .await
+                .unwrap(),
+            Claim::Claimed
+        );
         // That claim has expired: the next caller takes the key over.
-        assert_eq!(store.claim_key(&other, "b", "r7", later).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim_key(&other, "b", "r7", later).await.unwrap(),
+            Claim::Claimed
+        );
     }
 }

@@ -99,9 +99,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         let sources = serde_json::json!({"a.cedar": "permit (principal, action, resource);"});
-        store.record_policy_set(&"ab".repeat(32), &sources).await.unwrap();
-        store.record_policy_set(&"ab".repeat(32), &sources).await.unwrap();
-        store.record_policy_set(&"cd".repeat(32), &sources).await.unwrap();
+        store
+            .record_policy_set(&"ab".repeat(32), &sources)
+            .await
+            .unwrap();
+        store
+            .record_policy_set(&"ab".repeat(32), &sources)
+            .await
+            .unwrap();
+        store
+            .record_policy_set(&"cd".repeat(32), &sources)
+            .await
+            .unwrap();
         assert_eq!(store.policy_sets().await.unwrap().len(), 2);
         let found = store.policy_set("abababab").await.unwrap().unwrap();
         assert_eq!(found.sources, sources);
