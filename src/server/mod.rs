@@ -7,6 +7,7 @@
 //! transport can grow a second code path for them.
 
 mod reply;
+pub mod stdio;
 mod tools;
 
 use std::sync::Arc;
@@ -114,7 +115,7 @@ impl TollgateServer {
     /// Serve MCP over stdin/stdout until the client disconnects.
     pub async fn serve_stdio(self) -> Result<(), std::io::Error> {
         let running = self
-            .serve(rmcp::transport::stdio())
+            .serve(stdio::transport())
             .await
             .map_err(|e| std::io::Error::other(format!("MCP handshake failed: {e}")))?;
         running
