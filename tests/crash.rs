@@ -287,6 +287,9 @@ struct Tally {
     verified: usize,
     ready: Vec<Duration>,
     recovery_delay: Vec<Duration>,
+    /// From `/readyz` 200 until the start-up pass had recovered every
+    /// intent that was due (restarts that had any due).
+    startup_after_ready: Vec<Duration>,
 }
 
 fn open(db: &Path) -> rusqlite::Connection {
@@ -434,6 +437,9 @@ async fn await_startup_recovery(
         recovered += reconcile(&conn, pending, tally);
         let still: Vec<&String> = due.iter().filter(|id| pending.contains_key(*id)).collect();
         if still.is_empty() {
+            if !due.is_empty() {
+                tally.startup_after_ready.push(started.elapsed());
+            }
             return recovered;
         }
         assert!(
@@ -682,9 +688,10 @@ async fn kill_9_under_load() {
         tally.in_doubt, tally.acked_errors, tally.rpc_errors
     );
     println!(
-        "intents recovered: {} by a restart's start-up pass, {} by a running server's sweep; \
-         kill → interrupted receipt: {}",
+        "intents recovered: {} by a restart's start-up pass (done {} after /readyz), {} by a \
+         running server's sweep; kill → interrupted receipt: {}",
         tally.recovered_at_restart,
+        spread(&tally.startup_after_ready),
         tally.recovered_later,
         spread(&tally.recovery_delay)
     );
