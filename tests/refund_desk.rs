@@ -457,7 +457,6 @@ async fn a_retried_refund_is_paid_once() {
 /// therefore always `None`, so no `_meta` field tollgate defines reaches the
 /// pipeline over MCP (stdio or HTTP).
 #[tokio::test]
-#[ignore = "bug: src/server/mod.rs call_tool reads request.meta, which rmcp always empties (the _meta object is in context.meta); _meta keys sent over MCP are ignored"]
 async fn a_client_idempotency_key_replays_a_tool_without_a_spec_key() {
     let desk = Desk::start();
     let agent = desk.client("agent-1").await;
@@ -584,7 +583,6 @@ async fn concurrent_identical_refunds_reach_the_api_once() {
 /// effect is unknown` although it finished fine. Seen in about 1 of 100
 /// races on a loaded machine; this test runs 20.
 #[tokio::test]
-#[ignore = "bug: src/pipeline/dedupe.rs claim(): a duplicate that sees the key `running` and then the finished call's receipt reports a spurious `interrupted` conflict (read key and receipt not atomic; recheck the key)"]
 async fn a_concurrent_duplicate_gets_the_running_calls_result() {
     let desk = Desk::start_with(&["--delay-ms", "300"], |_| {});
     let agent = desk.client("agent-1").await;
@@ -845,7 +843,6 @@ async fn two_approvers_at_once_run_the_refund_once() {
 
 /// See [`a_client_idempotency_key_replays_a_tool_without_a_spec_key`].
 #[tokio::test]
-#[ignore = "bug: src/server/mod.rs call_tool reads request.meta, which rmcp always empties (the _meta object is in context.meta); tollgate/approval_id sent over MCP is ignored"]
 async fn an_approval_id_in_meta_names_the_request() {
     let desk = Desk::start();
     let agent = desk.client("agent-1").await;
@@ -1013,7 +1010,6 @@ async fn policies_decide_and_every_receipt_names_its_policy() {
 /// its receipt has no `policy_set`: `Pipeline::record` only sets it for a
 /// refusal with deciding policies.
 #[tokio::test]
-#[ignore = "bug: src/pipeline/mod.rs record() leaves policy_set NULL on a `no policy permits` denial; README says each receipt records the policy-set hash"]
 async fn a_denial_without_a_permit_records_the_policy_set() {
     let desk = Desk::start();
     let agent = desk.client("agent-1").await;
@@ -1326,7 +1322,6 @@ async fn a_budget_for_a_principal_and_a_role_is_rejected() {
 /// the `_meta` object never reaches `CallMeta::from_meta`, so a key of the
 /// wrong type is not noticed and the call runs.
 #[tokio::test]
-#[ignore = "bug: src/server/mod.rs call_tool reads request.meta, which rmcp always empties (the _meta object is in context.meta); a malformed _meta key is not refused and the refund runs"]
 async fn a_malformed_idempotency_key_is_refused_and_receipted() {
     let desk = Desk::start();
     let agent = desk.client("agent-1").await;

@@ -115,6 +115,7 @@ pub async fn claim(
         key_hash: &key_hash,
     };
     let waited = Instant::now();
+    let mut saw_receipt = false;
     loop {
         let claim = store
             .claim_key(&key, &args_hash, receipt_id, &expires_at)
@@ -149,10 +150,16 @@ pub async fn claim(
                 }));
             }
             Claim::Running { receipt_id, .. } => {
-                // The receipt exists only if the call ended without storing
-                // its result: its process died and start-up recorded it as
-                // interrupted. Its effect is unknown; never repeat it blindly.
+                // A running key whose call has a receipt: either the call
+                // finished between our two reads (look again), or it ended
+                // without storing its result because its process died and
+                // the intent became an `interrupted` receipt. Its effect is
+                // then unknown; never repeat it blindly.
                 if store.receipt_exists(&receipt_id).await.unwrap_or(false) {
+                    if !saw_receipt {
+                        saw_receipt = true;
+                        continue;
+                    }
                     return Err(CallError::Conflict(format!(
                         "an earlier call with this idempotency key (receipt {receipt_id}) was interrupted, so whether it took effect is unknown; it is not repeated automatically. Check its effect, then retry with another key once the key expires"
                     )));

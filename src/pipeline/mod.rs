@@ -253,12 +253,6 @@ impl Pipeline {
             };
         }
         let mut meta = Map::new();
-        if let Err(refusal) = &governed
-            && !refusal.policies().is_empty()
-        {
-            let set = self.governance.policy.hash().to_owned();
-            draft.policies(&set, refusal.policies());
-        }
         let receipt = match &governed {
             Ok(Governed::Ran(executed)) => {
                 let reason = draft.reason_for_run();
@@ -377,14 +371,11 @@ impl Pipeline {
         }
         let args = validate(&tool, args, size, self.max_args_bytes)?;
         let transport = draft.origin().transport.clone();
-        let verdict = authorize(
-            &self.governance.policy,
-            &principal,
-            &tool,
-            &args,
-            &transport,
-        )?;
-        draft.policies(self.governance.policy.hash(), verdict.policies());
+        let policy = &self.governance.policy;
+        let verdict = authorize(policy, &principal, &tool, &args, &transport)
+            // A denial records the policy set too, and the forbids that decided.
+            .inspect_err(|e| draft.policies(policy.hash(), e.policies()))?;
+        draft.policies(policy.hash(), verdict.policies());
         // Limits run after authorization, so denied calls spend no tokens.
         self.limiter.check(&principal, &tool)?;
         let permit = match verdict {

@@ -218,11 +218,12 @@ impl ServerHandler for TollgateServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let meta = request
-            .meta
-            .as_ref()
-            .map(|m| CallMeta::from_meta(&m.0.0))
-            .unwrap_or_default();
+        // rmcp moves the request's `_meta` into the context (the params'
+        // own `meta` field arrives empty); read both to be safe.
+        let meta = match request.meta.as_ref().filter(|m| !m.0.0.is_empty()) {
+            Some(m) => CallMeta::from_meta(&m.0.0),
+            None => CallMeta::from_meta(&context.meta.0.0),
+        };
         let req = CallRequest {
             tool: request.name.to_string(),
             arguments: request.arguments,

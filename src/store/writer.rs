@@ -193,6 +193,9 @@ pub struct WriterStats {
     pub batches: u64,
     /// The most receipts one transaction has held.
     pub largest_batch: u64,
+    /// Time the writer thread spent in those transactions, BEGIN to COMMIT,
+    /// in microseconds (divided by `receipts`: its cost per receipt).
+    pub busy_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -200,14 +203,17 @@ struct Counters {
     receipts: AtomicU64,
     batches: AtomicU64,
     largest_batch: AtomicU64,
+    busy_us: AtomicU64,
 }
 
 impl Counters {
-    fn record(&self, batch: usize) {
+    fn record(&self, batch: usize, took: Duration) {
         let batch = batch as u64;
         self.receipts.fetch_add(batch, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.largest_batch.fetch_max(batch, Ordering::Relaxed);
+        self.busy_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -297,6 +303,7 @@ impl ReceiptWriter {
             receipts: self.counters.receipts.load(Ordering::Relaxed),
             batches: self.counters.batches.load(Ordering::Relaxed),
             largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
+            busy_us: self.counters.busy_us.load(Ordering::Relaxed),
         }
     }
 
@@ -518,7 +525,7 @@ impl WriterThread {
                     let took = started.elapsed();
                     self.healthy();
                     if receipts > 0 {
-                        self.counters.record(receipts);
+                        self.counters.record(receipts, took);
                         let _ = self.events.send(Event::Committed { receipts, took });
                     }
                     let mut committed = committed.into_iter();
@@ -580,7 +587,7 @@ impl WriterThread {
                 receipts = n,
                 "recorded calls whose process stopped before they completed as `interrupted`"
             );
-            self.counters.record(n);
+            self.counters.record(n, Duration::ZERO);
             let _ = self.events.send(Event::Committed {
                 receipts: n,
                 took: Duration::ZERO,
