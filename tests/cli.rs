@@ -220,3 +220,89 @@ fn flags_beat_env_beat_config_file_beat_defaults() {
         "flag beats the file's principal: {shown}"
     );
 }
+
+#[test]
+fn governance_commands_refuse_bad_input_with_the_fix() {
+    let f = Fixture::new();
+    // No database yet: say so instead of creating one.
+    let out = f.run(&["approvals", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no call has asked for approval yet"),
+        "{}",
+        stderr(&out)
+    );
+    let out = f.run(&[
+        "call",
+        "echo",
+        "--principal",
+        "bob",
+        "--args",
+        r#"{"message":"hi"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = f.run(&[
+        "approvals",
+        "deny",
+        "ap_00000000",
+        "--as",
+        "alice",
+        "--reason",
+        " ",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--reason is empty; say why"),
+        "{}",
+        stderr(&out)
+    );
+    let out = f.run(&["approvals", "approve", "ap_00000000", "--as", "mallory"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--as mallory"), "{}", stderr(&out));
+    let out = f.run(&["approvals", "approve", "ap_00000000", "--as", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("there is no approval `ap_00000000`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = f.run(&["approvals", "show", "ap_0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("too short"), "{}", stderr(&out));
+    let out = f.run(&["approvals", "list", "--status", "waiting"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+
+    let out = f.run(&["costs", "--since", "soon"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--since `soon` is not a duration"),
+        "{}",
+        stderr(&out)
+    );
+    let out = f.run(&["costs", "--by", "weather"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = f.run(&["costs", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["total"]["calls"], 1, "{v}");
+
+    let out = f.run(&["policies", "show", "abc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("policy set hash \"abc\" is too short"),
+        "{}",
+        stderr(&out)
+    );
+    let out = f.run(&["policies", "history", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sets: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let hash = sets[0]["hash"].as_str().unwrap().to_owned();
+    let out = f.run(&["policies", "show", &hash[..10]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("@id(\"allow:echo:support\")"),
+        "{}",
+        stdout(&out)
+    );
+}

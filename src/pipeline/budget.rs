@@ -207,3 +207,69 @@ fn explain(over: &Exhausted) -> String {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(yaml: &str) -> Vec<BudgetConfig> {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn bad_budgets_are_named_with_the_fix() {
+        let p = Principals::parse("roles: {support: s}\nprincipals:\n  a: {roles: [support]}\n")
+            .unwrap();
+        let err = Budgets::new(
+            &cfg("- {principal: a, role: support, period: day, calls: 1}\n- {role: support, period: month}\n- {role: nobody, period: day, calls: 1}\n- {name: x, principal: a, period: day, usd: -1}\n- {name: x, principal: a, period: day, calls: 2}\n"),
+            &p,
+        )
+        .unwrap_err();
+        let all = err.join("\n");
+        assert!(
+            all.contains("budgets[0]: give exactly one of `principal:` or `role:`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("budgets[1]: give a cap: `calls: N` and/or `usd: AMOUNT`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("budgets[2]: role `nobody` is not declared"),
+            "{all}"
+        );
+        assert!(
+            all.contains("budgets[3]: `usd` must be a non-negative amount"),
+            "{all}"
+        );
+        assert!(
+            all.contains("budgets[4]: the name `x` is used twice"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn charges_follow_subject_tool_and_period() {
+        let p = Principals::parse("roles: {support: s, finance: f}\nprincipals:\n  a: {roles: [support]}\n  b: {roles: [support]}\n").unwrap();
+        let budgets = Budgets::new(
+            &cfg("- {role: support, tool: refund, period: day, calls: 5}\n- {role: support, each_principal: true, period: month, usd: 10}\n- {principal: b, period: day, calls: 1}\n"),
+            &p,
+        )
+        .unwrap();
+        let a =
+            crate::pipeline::authenticate(&p, &crate::pipeline::Identity::local("a", "t")).unwrap();
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 22, 10, 0, 0).unwrap();
+        let on_refund = budgets.charges(&a, "refund", 0.5, now);
+        let subjects: Vec<(&str, &str)> = on_refund
+            .iter()
+            .map(|c| (c.subject.as_str(), c.period.as_str()))
+            .collect();
+        assert_eq!(
+            subjects,
+            [("support", "2026-11-22"), ("support/a", "2026-11")]
+        );
+        assert_eq!(on_refund[0].budget, "role:support/refund/day");
+        // Other tools only count against the tool-less budget; b's own budget is not a's.
+        assert_eq!(budgets.charges(&a, "note", 0.0, now).len(), 1);
+    }
+}

@@ -115,13 +115,24 @@ mod tests {
     #[test]
     fn only_lines_serde_refuses_get_a_parse_error() {
         assert!(parse_error_reply(b"\n").is_none());
-        assert!(parse_error_reply(b"{\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":1}\n").is_none());
-        for bad in [&b"{\"a\":1e400}\n"[..], b"{\"a\":\"\\ud800\"}\n", b"{oops\n"] {
+        assert!(
+            parse_error_reply(b"{\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":1}\n").is_none()
+        );
+        for bad in [
+            &b"{\"a\":1e400}\n"[..],
+            b"{\"a\":\"\\ud800\"}\n",
+            b"{oops\n",
+        ] {
             let reply = parse_error_reply(bad).expect("a reply");
             let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
             assert_eq!(v["error"]["code"], -32700);
             assert_eq!(v["id"], serde_json::Value::Null);
-            assert!(v["error"]["message"].as_str().unwrap().starts_with("Parse error"));
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Parse error")
+            );
         }
     }
 }
