@@ -144,6 +144,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// CPU seconds (user + system) used so far by this process's threads, by
+/// thread name (`/proc/self/task/*/comm`, 15 characters at most).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3; utime 14, stime 15.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(comm.trim().to_owned()).or_insert(0.0) += ticks / tick;
+    }
+    out
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -398,6 +421,23 @@ fn writer_section(runs: usize) {
             median(ratios)
         );
     }
+    // CPU per receipt by thread, for the new writer alone.
+    let before = cpu_by_thread();
+    let probe_total = total * 2;
+    rt.block_on(commit_concurrently(&new_w, 64, probe_total));
+    let after = cpu_by_thread();
+    println!("\nCPU per receipt, new writer, 64 committers, {probe_total} receipts (bench-side receipt building included in tokio-rt-worker):\n");
+    println!("| thread | CPU µs per receipt |");
+    println!("|---|---|");
+    let mut sum = 0.0;
+    for (name, t) in &after {
+        let d = t - before.get(name).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            sum += d;
+            println!("| {name} | {:.2} |", d * 1e6 / probe_total as f64);
+        }
+    }
+    println!("| all | {:.2} |", sum * 1e6 / probe_total as f64);
     let stats = new_w.stats();
     println!(
         "\nnew writer on the new schema: {} receipts in {} transactions (mean batch {:.0}, largest {}); \
@@ -721,6 +761,9 @@ fn startup_section(runs: usize) {
             .replace("title: Echo", &format!("title: Echo {i}"));
         std::fs::write(specs.join(format!("echo_{i:04}.yaml")), text).expect("spec");
     }
+    // No Cedar policies: the shipped ones name the shipped tools.
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("policies dir");
     let principals_file = manifest("principals.yaml");
     let principals = Principals::load(&principals_file).expect("principals");
     let http = tollgate::executor::http_client().expect("http");
@@ -756,6 +799,8 @@ fn startup_section(runs: usize) {
                 .arg(&specs)
                 .arg("--principals")
                 .arg(&principals_file)
+                .arg("--policies")
+                .arg(&policies)
                 .arg("--db")
                 .arg(dir.path().join("check.db"))
                 .arg("check")

@@ -68,9 +68,15 @@ fn jsonrpc_corpus_replays() {
 
 // ───────────────────────────── strategies ─────────────────────────────
 
-fn config() -> ProptestConfig {
+/// `cases` per property (about a second each in a debug build);
+/// `PROPTEST_CASES` overrides it for a longer run.
+fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
-        cases: 256,
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
@@ -356,7 +362,7 @@ fn mutated_example() -> impl Strategy<Value = Vec<u8>> {
 // ───────────────────────────── properties ─────────────────────────────
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(256))]
 
     /// spec_parse: generated specs, as JSON text and as YAML.
     #[test]
@@ -368,6 +374,11 @@ proptest! {
         };
         harness::spec_parse(text.as_bytes());
     }
+}
+
+// The cheaper properties get more cases in the same time.
+proptest! {
+    #![proptest_config(config(2048))]
 
     /// spec_parse: the example specs with bytes flipped, inserted, deleted.
     #[test]

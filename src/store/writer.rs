@@ -750,6 +750,9 @@ impl Db {
             let intents_present =
                 has_intents || tx.prepare_cached(ANY_INTENT)?.query_row([], |r| r.get(0))?;
             let mut chain: Option<Chain> = None;
+            // Taken from the cache once per batch, not once per row.
+            let mut insert = tx.prepare_cached(INSERT_RECEIPT)?;
+            let mut delete = tx.prepare_cached(DELETE_INTENT)?;
             let mut out = Vec::with_capacity(jobs.len());
             for job in jobs {
                 match job {
@@ -767,10 +770,9 @@ impl Db {
                             Some(c) => c,
                             None => chain.insert(Chain::head(tx)?),
                         };
-                        out.push(chain.append(tx, p, scratch)?);
+                        out.push(chain.append(tx, &mut insert, p, scratch)?);
                         if intents_present {
-                            tx.prepare_cached(DELETE_INTENT)?
-                                .execute([&p.receipt.id])?;
+                            delete.execute([&p.receipt.id])?;
                         }
                     }
                     Job::Probe(_) | Job::Recover(_) | Job::Stop => {}
@@ -899,6 +901,7 @@ impl Chain {
     fn append(
         &mut self,
         tx: &rusqlite::Transaction<'_>,
+        insert: &mut rusqlite::CachedStatement<'_>,
         p: &Prepared,
         scratch: &mut Vec<u8>,
     ) -> rusqlite::Result<Committed> {
@@ -906,7 +909,7 @@ impl Chain {
         let hex = ContentView::of(r, &p.args, &p.roles, p.policies.as_deref())
             .chain_hash(&self.prev, scratch);
         let hash = std::str::from_utf8(&hex).expect("hex is ASCII");
-        tx.prepare_cached(INSERT_RECEIPT)?.execute(params![
+        insert.execute(params![
             r.id,
             r.ts,
             r.principal,
@@ -952,6 +955,7 @@ fn append_intents(
     }
     taken.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
     let mut chain = Chain::head(tx)?;
+    let mut insert = tx.prepare_cached(INSERT_RECEIPT)?;
     let mut n = 0;
     for (id, created_at, json) in taken {
         // Its receipt cannot exist (the same transaction deletes the intent),
@@ -969,7 +973,7 @@ fn append_intents(
             }
             _ => unreadable_intent(&id, &created_at, &json),
         };
-        chain.append(tx, &Prepared::new(receipt), scratch)?;
+        chain.append(tx, &mut insert, &Prepared::new(receipt), scratch)?;
         n += 1;
     }
     Ok(n)
