@@ -66,6 +66,16 @@ fn main() {
             "unknown section {name}; expected some of {SECTIONS:?}"
         );
     }
+    // `cargo test --benches` runs this without `--bench`: a quick smoke run
+    // of the sections that need no large database.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("smoke run (use `cargo bench --bench proof` to measure)");
+        // SAFETY: single-threaded here, before any thread reads the environment.
+        unsafe { std::env::set_var("WRITER_RECEIPTS", "2000") };
+        writer_section(1);
+        limiter_section();
+        return;
+    }
     let runs = env_usize("RUNS", 5);
     let wants = |s: &str| asked.is_empty() || asked.iter().any(|a| a == s);
     println!(
@@ -279,32 +289,35 @@ mod baseline {
              version, spec_hash, args, decision, reason, outcome, result_digest, result_excerpt, \
              duration_us, cost_usd, policy_set, policies, approval_id, replay_of, prev_hash, hash) ",
         );
-        insert.push_values(rows, |mut b, (r, args, roles, policies, prev_hash, hash)| {
-            b.push_bind(r.id)
-                .push_bind(r.ts)
-                .push_bind(r.principal)
-                .push_bind(roles)
-                .push_bind(r.auth)
-                .push_bind(r.transport)
-                .push_bind(r.session)
-                .push_bind(r.tool)
-                .push_bind(r.version)
-                .push_bind(r.spec_hash)
-                .push_bind(args)
-                .push_bind(r.decision.as_str())
-                .push_bind(r.reason)
-                .push_bind(r.outcome.as_str())
-                .push_bind(r.result_digest)
-                .push_bind(r.result_excerpt)
-                .push_bind(r.duration_us)
-                .push_bind(r.cost_usd)
-                .push_bind(r.policy_set)
-                .push_bind(policies)
-                .push_bind(r.approval_id)
-                .push_bind(r.replay_of)
-                .push_bind(prev_hash)
-                .push_bind(hash);
-        });
+        insert.push_values(
+            rows,
+            |mut b, (r, args, roles, policies, prev_hash, hash)| {
+                b.push_bind(r.id)
+                    .push_bind(r.ts)
+                    .push_bind(r.principal)
+                    .push_bind(roles)
+                    .push_bind(r.auth)
+                    .push_bind(r.transport)
+                    .push_bind(r.session)
+                    .push_bind(r.tool)
+                    .push_bind(r.version)
+                    .push_bind(r.spec_hash)
+                    .push_bind(args)
+                    .push_bind(r.decision.as_str())
+                    .push_bind(r.reason)
+                    .push_bind(r.outcome.as_str())
+                    .push_bind(r.result_digest)
+                    .push_bind(r.result_excerpt)
+                    .push_bind(r.duration_us)
+                    .push_bind(r.cost_usd)
+                    .push_bind(r.policy_set)
+                    .push_bind(policies)
+                    .push_bind(r.approval_id)
+                    .push_bind(r.replay_of)
+                    .push_bind(prev_hash)
+                    .push_bind(hash);
+            },
+        );
         insert.build().persistent(false).execute(&mut *tx).await?;
         tx.commit().await
     }
@@ -322,10 +335,7 @@ mod baseline {
                 tokio::spawn(async move {
                     for i in 0..mine {
                         let (reply, done) = oneshot::channel();
-                        queue
-                            .send((super::receipt(i), reply))
-                            .await
-                            .expect("queue");
+                        queue.send((super::receipt(i), reply)).await.expect("queue");
                         done.await.expect("baseline commit");
                     }
                 })
@@ -409,11 +419,7 @@ fn writer_section(runs: usize) {
     println!("| variant | median receipts/s | range | × previous (median of per-round ratios) |");
     println!("|---|---|---|---|");
     for (i, name) in variants.iter().enumerate() {
-        let ratios: Vec<f64> = rates[i]
-            .iter()
-            .zip(&rates[0])
-            .map(|(x, b)| x / b)
-            .collect();
+        let ratios: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(x, b)| x / b).collect();
         println!(
             "| {name} | {:.0} | {} | {:.2} |",
             median(rates[i].clone()),
@@ -426,7 +432,9 @@ fn writer_section(runs: usize) {
     let probe_total = total * 2;
     rt.block_on(commit_concurrently(&new_w, 64, probe_total));
     let after = cpu_by_thread();
-    println!("\nCPU per receipt, new writer, 64 committers, {probe_total} receipts (bench-side receipt building included in tokio-rt-worker):\n");
+    println!(
+        "\nCPU per receipt, new writer, 64 committers, {probe_total} receipts (bench-side receipt building included in tokio-rt-worker):\n"
+    );
     println!("| thread | CPU µs per receipt |");
     println!("|---|---|");
     let mut sum = 0.0;
@@ -515,11 +523,7 @@ fn verify_section(runs: usize) {
     println!("| variant | median receipts/s | range | × 1 thread |");
     println!("|---|---|---|---|");
     for (i, (_, name)) in variants.iter().enumerate() {
-        let ratios: Vec<f64> = rates[i]
-            .iter()
-            .zip(&rates[0])
-            .map(|(x, b)| x / b)
-            .collect();
+        let ratios: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(x, b)| x / b).collect();
         println!(
             "| {name} | {:.0} | {} | {:.2} |",
             median(rates[i].clone()),
@@ -822,7 +826,10 @@ fn startup_section(runs: usize) {
         }
     };
     row("`check_dir` (parse, validate, compile)", &check);
-    row("`Catalog::load`, empty database (registers 1,000 versions)", &first);
+    row(
+        "`Catalog::load`, empty database (registers 1,000 versions)",
+        &first,
+    );
     row("`Catalog::load` again (versions known)", &again);
     row("`tollgate check`, whole process", &bin);
     if bin.is_empty() {
@@ -898,8 +905,14 @@ fn limiter_child() {
     assert_eq!(limiter.tracked_keys(), LIMITER_PRINCIPALS);
     println!("| what | value |");
     println!("|---|---|");
-    println!("| VmRSS before (catalog and limiter built) | {:.1} MB |", before as f64 / 1024.0);
-    println!("| VmRSS after {LIMITER_PRINCIPALS} principals | {:.1} MB |", after as f64 / 1024.0);
+    println!(
+        "| VmRSS before (catalog and limiter built) | {:.1} MB |",
+        before as f64 / 1024.0
+    );
+    println!(
+        "| VmRSS after {LIMITER_PRINCIPALS} principals | {:.1} MB |",
+        after as f64 / 1024.0
+    );
     println!(
         "| growth | {:.1} MB ({:.0} bytes per principal) |",
         (after - before) as f64 / 1024.0,

@@ -46,7 +46,10 @@ fn replay(target: &str, check: fn(&[u8])) {
     );
     for (path, bytes) in files {
         if std::panic::catch_unwind(|| check(&bytes)).is_err() {
-            panic!("corpus input {} fails the {target} property", path.display());
+            panic!(
+                "corpus input {} fails the {target} property",
+                path.display()
+            );
         }
     }
 }
@@ -97,7 +100,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         hostile_string().prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {

@@ -267,9 +267,15 @@ fn assert_refusal(err: &CallError) {
         CallError::InvalidArgs { violations, .. } => {
             assert!(!violations.is_empty(), "invalid without a violation");
             for v in violations {
-                assert!(!v.message.trim().is_empty(), "violation without a message: {v:?}");
+                assert!(
+                    !v.message.trim().is_empty(),
+                    "violation without a message: {v:?}"
+                );
             }
-            assert!(violations.len() <= 21, "violations are capped at 20 + a count");
+            assert!(
+                violations.len() <= 21,
+                "violations are capped at 20 + a count"
+            );
         }
         CallError::ArgsTooLarge { size, limit, .. } => assert!(size > limit),
         other => panic!("validation refused with an unexpected error: {other:?}"),
@@ -332,13 +338,11 @@ fn valid_args_render(name: &str, args: &Map<String, Value>, rendered: Rendered) 
             assert_eq!(v["region"], args["region"]);
             assert_eq!(v["timezone"], "local");
         }
-        ("http_get", Rendered::Url(url)) => {
-            // The caller chooses the whole URL, but only an http(s) one.
-            if let Ok(url) = url {
-                assert!(matches!(url.scheme(), "http" | "https"), "{url}");
-                assert!(url.has_host(), "{url}");
-                assert_eq!(Ok(&url), reqwest::Url::parse(&text(args, "url")).as_ref());
-            }
+        // The caller chooses the whole URL, but only an http(s) one.
+        ("http_get", Rendered::Url(Ok(url))) => {
+            assert!(matches!(url.scheme(), "http" | "https"), "{url}");
+            assert!(url.has_host(), "{url}");
+            assert_eq!(Ok(&url), reqwest::Url::parse(&text(args, "url")).as_ref());
         }
         _ => {}
     }
@@ -376,11 +380,22 @@ fn fuzz_http_url(tool: &CompiledTool, args: &Map<String, Value>) {
     assert_eq!(url.scheme(), "https", "{url}");
     assert_eq!(url.host_str(), Some("api.example.com"), "{url}");
     assert_eq!(url.port(), Some(8443), "{url}");
-    assert!(url.username().is_empty() && url.password().is_none(), "{url}");
+    assert!(
+        url.username().is_empty() && url.password().is_none(),
+        "{url}"
+    );
     assert_eq!(url.fragment(), Some("frag"), "{url}");
     let segments: Vec<&str> = url.path_segments().expect("a base URL").collect();
-    assert_eq!(segments.len(), 5, "a value split or joined path segments: {url}");
-    assert_eq!([segments[0], segments[1], segments[3]], ["v1", "items", "sub"], "{url}");
+    assert_eq!(
+        segments.len(),
+        5,
+        "a value split or joined path segments: {url}"
+    );
+    assert_eq!(
+        [segments[0], segments[1], segments[3]],
+        ["v1", "items", "sub"],
+        "{url}"
+    );
     let id = lookup_text(args, &["id"]).expect("rendered, so `id` is present");
     let n = lookup_text(args, &["n"]).expect("rendered, so `n` is present");
     assert_eq!(decode(segments[2]), id, "{url}");
@@ -419,7 +434,10 @@ fn fuzz_command_argv(tool: &CompiledTool, args: &Map<String, Value>) {
     match c.render_args(args) {
         Ok(argv) => assert_eq!(argv, want),
         Err(e) => {
-            assert!(want.iter().any(|a| a.contains('\0')), "refused without a NUL: {e}");
+            assert!(
+                want.iter().any(|a| a.contains('\0')),
+                "refused without a NUL: {e}"
+            );
             assert!(e.to_string().contains("NUL"), "{e}");
         }
     }
@@ -466,17 +484,84 @@ pub struct Decoder<'a> {
 
 /// Argument names (and a few hostile ones) the decoder picks from.
 pub const KEYS: &[&str] = &[
-    "id", "n", "tag", "q", "body", "obj", "k", "message", "url", "dir", "region", "", "__proto__",
-    "$ref", "a.b", "{{ args.id }}",
+    "id",
+    "n",
+    "tag",
+    "q",
+    "body",
+    "obj",
+    "k",
+    "message",
+    "url",
+    "dir",
+    "region",
+    "",
+    "__proto__",
+    "$ref",
+    "a.b",
+    "{{ args.id }}",
 ];
 
 /// String pieces the decoder glues together.
 pub const PIECES: &[&str] = &[
-    "", "a", ".", "..", "/", "?", "#", "&", "=", "+", "%", "%2F", "%2e%2e", "@", ":", "//", "\\",
-    " ", "\0", "\n", "\r\n", "\t", "{{", "}}", "{{ args.id }}", "http://", "https://", "ftp://",
-    "file:///etc/passwd", "evil.example", "127.0.0.1", "[::1]", ":80", "user:pw@", "é", "😀",
-    "\u{202e}", "\u{feff}", "-", "--", "-rf", "$(id)", "`id`", ";", "|", "'", "\"", "eu", "us",
-    "apac", "tool-specs", "0", "-1", "1e309", "null", "\u{7f}", "\u{0085}", "\u{2028}",
+    "",
+    "a",
+    ".",
+    "..",
+    "/",
+    "?",
+    "#",
+    "&",
+    "=",
+    "+",
+    "%",
+    "%2F",
+    "%2e%2e",
+    "@",
+    ":",
+    "//",
+    "\\",
+    " ",
+    "\0",
+    "\n",
+    "\r\n",
+    "\t",
+    "{{",
+    "}}",
+    "{{ args.id }}",
+    "http://",
+    "https://",
+    "ftp://",
+    "file:///etc/passwd",
+    "evil.example",
+    "127.0.0.1",
+    "[::1]",
+    ":80",
+    "user:pw@",
+    "é",
+    "😀",
+    "\u{202e}",
+    "\u{feff}",
+    "-",
+    "--",
+    "-rf",
+    "$(id)",
+    "`id`",
+    ";",
+    "|",
+    "'",
+    "\"",
+    "eu",
+    "us",
+    "apac",
+    "tool-specs",
+    "0",
+    "-1",
+    "1e309",
+    "null",
+    "\u{7f}",
+    "\u{0085}",
+    "\u{2028}",
 ];
 
 impl<'a> Decoder<'a> {
@@ -615,7 +700,10 @@ pub fn jsonrpc(data: &[u8]) {
             );
             let (name, why) = tollgate::server::malformed_call(&params);
             assert!(MALFORMED_WHY.contains(&why.as_str()), "{why}");
-            assert_eq!(Some(name), params.get("name").and_then(Value::as_str).or(Some("")));
+            assert_eq!(
+                Some(name),
+                params.get("name").and_then(Value::as_str).or(Some(""))
+            );
             let refusal = CallError::Malformed(why);
             assert!(!refusal.to_string().is_empty());
         }

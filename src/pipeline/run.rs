@@ -291,7 +291,12 @@ impl Pipeline {
         let governed = self.govern_approved(approval, &requester, &mut draft).await;
         let reply = self.record(draft, governed).await;
         if let (Some(receipt), Ok(output)) = (&reply.receipt_id, &reply.body) {
-            let stored = dedupe::stored(Outcome::Ok, output);
+            let outcome = if output.is_error {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            };
+            let stored = dedupe::stored(outcome, output);
             if let Err(e) = self
                 .governance
                 .store

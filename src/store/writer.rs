@@ -95,7 +95,9 @@ pub struct Committed {
 pub enum StorageHealth {
     Healthy,
     /// The last write failed; `cause` says why, in words (no receipt content).
-    Unhealthy { cause: String },
+    Unhealthy {
+        cause: String,
+    },
 }
 
 impl StorageHealth {
@@ -233,8 +235,13 @@ pub struct WriterHandle {
 enum Event {
     /// Receipts still queued when the writer took a batch.
     Depth(usize),
-    Committed { receipts: usize, took: Duration },
-    Failed { receipts: usize },
+    Committed {
+        receipts: usize,
+        took: Duration,
+    },
+    Failed {
+        receipts: usize,
+    },
 }
 
 impl ReceiptWriter {
@@ -481,7 +488,9 @@ impl WriterThread {
                 batch.retain(|j| !matches!(j, Job::Stop));
             }
             let queued = QUEUE_CAPACITY.saturating_sub(self.permits.available_permits());
-            let _ = self.events.send(Event::Depth(if stopping { 0 } else { queued }));
+            let _ = self
+                .events
+                .send(Event::Depth(if stopping { 0 } else { queued }));
             self.write(&mut batch);
             if !stopping && self.db.beat_due() {
                 self.idle();
@@ -796,10 +805,12 @@ impl Db {
     fn recover_if_any(&mut self) -> rusqlite::Result<usize> {
         let cutoff = self.cutoff();
         let owner = self.owner.clone();
-        let any: bool = self.conn()?.prepare_cached(&format!(
-            "SELECT EXISTS (SELECT 1 FROM intents WHERE {ORPHANS})"
-        ))?
-        .query_row(params![owner, cutoff], |r| r.get(0))?;
+        let any: bool = self
+            .conn()?
+            .prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM intents WHERE {ORPHANS})"
+            ))?
+            .query_row(params![owner, cutoff], |r| r.get(0))?;
         if any { self.recover() } else { Ok(0) }
     }
 
@@ -1222,10 +1233,7 @@ mod tests {
         for i in 0..1000 {
             let (reply, answer) = oneshot::channel();
             let job = Job::Receipt(Box::new(Prepared::new(sample(&id(i)))), reply);
-            writer
-                .queue
-                .send(Queued { job, _permit: None })
-                .unwrap();
+            writer.queue.send(Queued { job, _permit: None }).unwrap();
             answers.push(answer);
         }
         handle.shutdown().await;
@@ -1393,7 +1401,11 @@ mod tests {
         let report = store.verify_chain().await.unwrap();
         assert_eq!((report.checked, report.first_bad), (4, None));
         assert_eq!(
-            count(&store, "SELECT count(*) FROM receipts WHERE outcome = 'interrupted'").await,
+            count(
+                &store,
+                "SELECT count(*) FROM receipts WHERE outcome = 'interrupted'"
+            )
+            .await,
             3
         );
     }
@@ -1415,7 +1427,10 @@ mod tests {
         assert_eq!(na + nb + nc, 50, "{na} + {nb} + {nc}");
         let report = a.verify_chain().await.unwrap();
         assert_eq!((report.checked, report.first_bad), (50, None));
-        assert_eq!(count(&a, "SELECT count(DISTINCT id) FROM receipts").await, 50);
+        assert_eq!(
+            count(&a, "SELECT count(DISTINCT id) FROM receipts").await,
+            50
+        );
         assert_eq!(count(&a, "SELECT count(*) FROM intents").await, 0);
     }
 
