@@ -2,7 +2,7 @@
 # The long form of the crash-under-load harness (tests/crash.rs): kill -9 the
 # HTTP server 100 times under concurrent load, in a release build.
 #
-#   scripts/crash-long.sh                               # 100 kills, ~2 min plus the release build
+#   scripts/crash-long.sh                               # 100 kills, ~65 s plus the release build
 #   KILLS=300 scripts/crash-long.sh                     # more
 #   TOLLGATE_CRASH_SEED=1234 scripts/crash-long.sh      # replay the kill moments of a run
 #

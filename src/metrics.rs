@@ -226,7 +226,10 @@ fn describe() {
         BUDGET_USED,
         "Budget used in the current period, by budget, subject and unit (calls or usd)."
     );
-    describe_gauge!(BUDGET_LIMIT, "Budget cap, by budget and unit (calls or usd).");
+    describe_gauge!(
+        BUDGET_LIMIT,
+        "Budget cap, by budget and unit (calls or usd)."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which tollgate is running."
@@ -296,9 +299,17 @@ pub fn spent(tool: &str, usd: f64) {
 }
 
 /// A budget's total after a call was charged to it.
-pub fn budget_used(budget: &str, subject: &str, calls: i64, usd: f64, max_calls: Option<u64>, max_usd: Option<f64>) {
+pub fn budget_used(
+    budget: &str,
+    subject: &str,
+    calls: i64,
+    usd: f64,
+    max_calls: Option<u64>,
+    max_usd: Option<f64>,
+) {
     let (b, s) = (budget.to_owned(), subject.to_owned());
-    gauge!(BUDGET_USED, "budget" => b.clone(), "subject" => s.clone(), "unit" => "calls").set(calls as f64);
+    gauge!(BUDGET_USED, "budget" => b.clone(), "subject" => s.clone(), "unit" => "calls")
+        .set(calls as f64);
     gauge!(BUDGET_USED, "budget" => b.clone(), "subject" => s, "unit" => "usd").set(usd);
     if let Some(max) = max_calls {
         gauge!(BUDGET_LIMIT, "budget" => b.clone(), "unit" => "calls").set(max as f64);

@@ -57,7 +57,10 @@ impl App {
         }
         let policy = load_policies(settings, &catalog, &principals)?;
         store
-            .record_policy_set(policy.hash(), &policy::source::sources_json(policy.sources()))
+            .record_policy_set(
+                policy.hash(),
+                &policy::source::sources_json(policy.sources()),
+            )
             .await?;
         tracing::info!(policy_set = %policy.hash(), policies = policy.len(), "policies loaded");
         let budgets = Budgets::new(&settings.budgets, &principals).map_err(|problems| {

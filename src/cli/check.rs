@@ -48,7 +48,11 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
             );
             let tools: Vec<_> = compiled.into_iter().map(std::sync::Arc::new).collect();
             let governed = super::policies::check_governance(settings, &tools, principals.as_ref());
-            Ok(if principals.is_some() && governed { 0 } else { EXIT_FAILED })
+            Ok(if principals.is_some() && governed {
+                0
+            } else {
+                EXIT_FAILED
+            })
         }
         Err(CatalogError::Specs(issues)) => {
             print_issues(&issues);

@@ -129,7 +129,11 @@ pub async fn run(settings: &Settings, cmd: ReceiptsCmd) -> anyhow::Result<u8> {
                         r.content.approval_id.as_deref().unwrap_or_default()
                     );
                     for s in &story {
-                        let mark = if s.content.id == r.content.id { "*" } else { " " };
+                        let mark = if s.content.id == r.content.id {
+                            "*"
+                        } else {
+                            " "
+                        };
                         println!(
                             "{mark} {} {} {:<17} {:<12} {}",
                             s.content.ts,
