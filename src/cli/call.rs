@@ -40,7 +40,7 @@ pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
             Value::Object(map) => map,
             other => anyhow::bail!(
                 "--args must be a JSON object like '{{\"message\":\"hi\"}}', not {}",
-                kind(&other)
+                tollgate::canonical::json_type(&other)
             ),
         };
     let identity = local_identity(&settings, "cli")?;
@@ -90,15 +90,4 @@ pub async fn run(global: &Global, args: CallArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(if ok { 0 } else { EXIT_FAILED })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
