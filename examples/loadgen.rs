@@ -87,6 +87,9 @@ type Client = RunningService<RoleClient, ()>;
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// Every successful reply, warm-up and late ones included: each of
+    /// these must have a committed receipt on a governed server.
+    acknowledged: u64,
     transport_errors: u64,
     tool_errors: u64,
     first_error: Option<String>,
@@ -141,6 +144,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for w in workers {
         let t = w.await?;
         total.latencies_us.extend(t.latencies_us);
+        total.acknowledged += t.acknowledged;
         total.transport_errors += t.transport_errors;
         total.tool_errors += t.tool_errors;
         total.first_error = total.first_error.or(t.first_error);
@@ -264,6 +268,9 @@ async fn worker(
         }
         let outcome = tokio::time::timeout(CALL_TIMEOUT, peer.call_tool(params.clone())).await;
         let done = Instant::now();
+        if matches!(&outcome, Ok(Ok(result)) if result.is_error != Some(true)) {
+            tally.acknowledged += 1;
+        }
         // Calls that started in the warm-up or ended after the window are not counted.
         if begun < measure_from || done > stop_at {
             continue;
@@ -329,6 +336,7 @@ fn report(args: &Args, sessions: usize, mut t: Tally, cpu: Cpu) -> Value {
         "sessions": sessions,
         "duration_s": secs,
         "calls": n,
+        "acknowledged": t.acknowledged,
         "calls_per_s": n as f64 / secs,
         "p50_ms": pct(50.0),
         "p90_ms": pct(90.0),

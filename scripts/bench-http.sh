@@ -97,7 +97,9 @@ print(",".join([sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], "%.1f" % r["
     f("client_cpu_us_per_call"), str(r["transport_errors"]), str(r["tool_errors"])]))
 if r["first_error"]:
     print("   ", sys.argv[3], "c=" + sys.argv[4], r["first_error"], file=sys.stderr)
-' "$rep" "$transport" "$target" "$c" | tee -a "$CSV"
+with open(sys.argv[5], "a") as acks:
+    print(sys.argv[2] + "-" + sys.argv[3], r["acknowledged"], file=acks)
+' "$rep" "$transport" "$target" "$c" "$WORK/acks" | tee -a "$CSV"
 }
 
 echo "== Streamable HTTP: $RUNS runs × concurrency {$CONCURRENCY} × {bare, governed, noauth}, ${SECS}s each"
@@ -117,8 +119,21 @@ for rep in $(seq "$RUNS"); do
     run "$rep" stdio governed 1 -- env TOLLGATE_DB="$WORK/stdio.db" "$TOLLGATE" serve --principal alice
 done
 
-echo "== receipts chain of the governed HTTP server (${SECONDS}s so far)"
-TOLLGATE_DB=$WORK/governed.db "$TOLLGATE" receipts verify || true
+echo "== receipts of the governed servers (${SECONDS}s so far)"
+# Every call a client saw acknowledged must have its receipt committed.
+for db in governed:http-governed noauth:http-noauth stdio:stdio-governed; do
+    file=${db%%:*} key=${db#*:}
+    python3 - "$WORK/$file.db" "$WORK/acks" "$key" <<'PY'
+import sqlite3, sys
+db, acks, key = sys.argv[1:4]
+acked = sum(int(n) for k, n in (l.split() for l in open(acks)) if k == key)
+n = sqlite3.connect(db).execute(
+    "SELECT count(*) FROM receipts WHERE tool = 'echo' AND decision = 'allowed' AND outcome = 'ok'").fetchone()[0]
+print(f"{key}: {acked} calls acknowledged, {n} receipts committed" + ("" if n >= acked else "  MISSING RECEIPTS"))
+sys.exit(0 if n >= acked else 1)
+PY
+done
+TOLLGATE_DB=$WORK/governed.db "$TOLLGATE" receipts verify
 
 echo
 python3 scripts/bench-summary.py "$CSV"

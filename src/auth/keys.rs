@@ -12,9 +12,11 @@
 //! time anyway, so response timing says nothing about how much of a guess
 //! was right.
 //!
-//! Verification reads the row on every request (one primary-key lookup) and
-//! caches nothing, so `tollgate keys revoke` takes effect on the next request,
-//! even in another process and for sessions that are already open.
+//! Verification reads the row the first time a key is seen and then trusts
+//! it from memory while the database's *revocation epoch* is unchanged (see
+//! [`super::cache`]): `tollgate keys revoke` bumps the epoch, so a revocation
+//! still takes effect on the next request, even in another process and for
+//! sessions that are already open.
 //! `last_used` is the one thing not written per request: uses are noted in
 //! memory and written in one transaction at most every [`FLUSH_EVERY`].
 
@@ -28,6 +30,7 @@ use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
 
 use super::AuthError;
+use super::cache::{Lookup, VerifiedKeys};
 use super::usage::UsageLog;
 use crate::store::{Doing, StoreError};
 
@@ -128,6 +131,7 @@ pub enum Revocation {
 pub struct ApiKeys {
     pool: SqlitePool,
     usage: UsageLog,
+    verified: VerifiedKeys,
 }
 
 /// The columns of a key row, in `SELECT` order.
@@ -155,9 +159,14 @@ type RowWithHash = (
 
 impl ApiKeys {
     pub fn new(pool: SqlitePool) -> ApiKeys {
+        // A database file that exists gets the shared revocation epoch
+        // beside it; an in-memory one gets no cache.
+        let db = pool.connect_options().get_filename().to_path_buf();
+        let verified = VerifiedKeys::new(db.is_file().then_some(db.as_path()));
         ApiKeys {
             usage: UsageLog::new(pool.clone(), FLUSH_EVERY),
             pool,
+            verified,
         }
     }
 
@@ -258,6 +267,9 @@ impl ApiKeys {
                 .execute(&self.pool)
                 .await
                 .doing("revoke the API key")?;
+        if done.rows_affected() == 1 {
+            self.verified.revoked(id);
+        }
         let info = self
             .get(id)
             .await?
@@ -288,18 +300,25 @@ impl ApiKeys {
     /// the real secret learns that a key is revoked or expired.
     pub async fn verify(&self, token: &str) -> Result<KeyInfo, AuthError> {
         let (id, secret) = parse_token(token).ok_or(AuthError::MalformedApiKey)?;
-        let found = self.row(id).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot read API keys");
-            AuthError::Unavailable
-        })?;
-        let (row, stored_hash) = found.ok_or(AuthError::UnknownApiKey)?;
-        if !same_hash(&hash_secret(secret), &stored_hash) {
+        let presented = hash_secret(secret);
+        let (stored_hash, info) = match self.verified.lookup(id) {
+            Lookup::Hit { secret_hash, info } => (secret_hash, info),
+            Lookup::Miss { epoch } => {
+                let (stored_hash, info) = self.read(id).await?;
+                // Only a key that verifies is remembered, so the cache holds
+                // at most the keys that exist.
+                if same_hash(&presented, &stored_hash)
+                    && info.status(Utc::now()) == KeyStatus::Active
+                {
+                    self.verified
+                        .remember(epoch, stored_hash.clone(), info.clone());
+                }
+                (stored_hash, info)
+            }
+        };
+        if !same_hash(&presented, &stored_hash) {
             return Err(AuthError::WrongSecret);
         }
-        let info = to_info(row).map_err(|e| {
-            tracing::error!(error = %e, "unreadable API key row");
-            AuthError::Unavailable
-        })?;
         let now = Utc::now();
         match info.status(now) {
             KeyStatus::Revoked => return Err(AuthError::KeyRevoked { id: info.id }),
@@ -308,6 +327,20 @@ impl ApiKeys {
         }
         self.usage.note(&info.id, now);
         Ok(info)
+    }
+
+    /// The key's stored secret hash and info, from the database.
+    async fn read(&self, id: &str) -> Result<(String, KeyInfo), AuthError> {
+        let found = self.row(id).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot read API keys");
+            AuthError::Unavailable
+        })?;
+        let (row, stored_hash) = found.ok_or(AuthError::UnknownApiKey)?;
+        let info = to_info(row).map_err(|e| {
+            tracing::error!(error = %e, "unreadable API key row");
+            AuthError::Unavailable
+        })?;
+        Ok((stored_hash, info))
     }
 
     /// Write every pending `last_used` now. The background flusher calls

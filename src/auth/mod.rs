@@ -23,6 +23,7 @@
 //! `WWW-Authenticate` header, per-IP rate limiting of failures, and metrics
 //! belong to the HTTP layer (`src/http/`), which reads [`AuthError::kind`].
 
+mod cache;
 mod jwks;
 pub mod jwt;
 pub mod keys;
