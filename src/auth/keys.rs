@@ -528,6 +528,26 @@ mod tests {
         assert!(!keys.has_active_keys().await.unwrap());
     }
 
+    /// The cache is real (a row edited behind its back is not re-read at
+    /// once) and bounded (it is re-read within MAX_AGE).
+    #[tokio::test]
+    async fn a_verified_key_is_served_from_memory_for_at_most_max_age() {
+        let (_dir, store, keys) = keys().await;
+        let (info, token) = keys.create("bob", None, None).await.unwrap();
+        assert!(keys.verify(&token).await.is_ok());
+        // Revoked by hand, without announcing it through the epoch file.
+        sqlx::query("UPDATE api_keys SET revoked_at = '2026-01-01T00:00:00Z'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(keys.verify(&token).await.is_ok(), "served from memory");
+        tokio::time::sleep(super::super::cache::MAX_AGE + Duration::from_millis(50)).await;
+        assert_eq!(
+            keys.verify(&token).await,
+            Err(AuthError::KeyRevoked { id: info.id })
+        );
+    }
+
     #[tokio::test]
     async fn expired_keys_are_refused() {
         let (_dir, _store, keys) = keys().await;
