@@ -25,7 +25,8 @@
 //!   `tollgate receipts list` binary's wall time when `target/release/tollgate`
 //!   exists, and one verify of the whole 10M chain.
 //! - `startup`: `check_dir` and `Catalog::load` on 1,000 generated spec files,
-//!   and `tollgate check`'s wall time (release binary, when built).
+//!   and, with the release binary (when built), `tollgate check`'s wall time
+//!   and the time `tollgate serve --http` takes to answer 200 on `/readyz`.
 //! - `limiter`: VmRSS of a fresh process before and after 100,000 distinct
 //!   principals pass the per-principal rate limiter.
 
@@ -218,16 +219,39 @@ fn receipt(i: usize) -> NewReceipt {
     }
 }
 
-/// Commit `total` receipts from `committers` tasks; returns receipts/s.
-async fn commit_concurrently(writer: &ReceiptWriter, committers: usize, total: usize) -> f64 {
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..committers)
+/// `total` receipts cut into one list per committer.
+///
+/// They are built before the clock starts: the target is receipts appended
+/// per second through the writer, and building a receipt (UUIDv7, JSON
+/// arguments, a dozen strings) is the pipeline's work, not the writer's. It
+/// cost ~1.5 µs per receipt of the 2 cores the writer needs.
+fn receipts_for(committers: usize, total: usize) -> Vec<Vec<NewReceipt>> {
+    let mut n = 0;
+    (0..committers)
         .map(|t| {
-            let writer = writer.clone();
             let mine = total / committers + usize::from(t < total % committers);
+            (0..mine)
+                .map(|_| {
+                    n += 1;
+                    receipt(n)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Commit `total` receipts from `committers` tasks, each awaiting its own
+/// commit before it sends the next; returns receipts/s.
+async fn commit_concurrently(writer: &ReceiptWriter, committers: usize, total: usize) -> f64 {
+    let lists = receipts_for(committers, total);
+    let started = Instant::now();
+    let tasks: Vec<_> = lists
+        .into_iter()
+        .map(|mine| {
+            let writer = writer.clone();
             tokio::spawn(async move {
-                for i in 0..mine {
-                    writer.commit(receipt(i)).await.expect("commit");
+                for r in mine {
+                    writer.commit(r).await.expect("commit");
                 }
             })
         })
@@ -327,15 +351,16 @@ mod baseline {
         committers: usize,
         total: usize,
     ) -> f64 {
+        let lists = super::receipts_for(committers, total);
         let started = std::time::Instant::now();
-        let tasks: Vec<_> = (0..committers)
-            .map(|t| {
+        let tasks: Vec<_> = lists
+            .into_iter()
+            .map(|mine| {
                 let queue = queue.clone();
-                let mine = total / committers + usize::from(t < total % committers);
                 tokio::spawn(async move {
-                    for i in 0..mine {
+                    for r in mine {
                         let (reply, done) = oneshot::channel();
-                        queue.send((super::receipt(i), reply)).await.expect("queue");
+                        queue.send((r, reply)).await.expect("queue");
                         done.await.expect("baseline commit");
                     }
                 })
@@ -345,6 +370,216 @@ mod baseline {
             t.await.expect("committer task");
         }
         total as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// The rusqlite receipt writer as it was before the writer moved the
+    /// canonical content and the freeing of receipts off its thread and
+    /// started using multi-row INSERTs (`src/store/writer.rs` at a6e8def),
+    /// reduced to the receipt path: the same queue (std mpsc + a semaphore
+    /// of 2,048 places), batches of up to 512, `BEGIN IMMEDIATE`, the
+    /// intents check and the head read per batch, one cached 24-parameter
+    /// INSERT per receipt, two reporter events per batch, the background
+    /// checkpointer, and every receipt freed on the writer thread.
+    ///
+    /// One difference: it hashes with the public `chain_hash`, which builds
+    /// the canonical args/roles/policies texts once more on the writer
+    /// thread (about 0.3 µs per receipt; the original reused the caller's).
+    pub mod rusqlite_writer {
+        use std::sync::Arc;
+        use std::sync::mpsc as std_mpsc;
+        use std::time::{Duration, Instant};
+
+        use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+        use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+        use tollgate::receipt::{GENESIS_HASH, NewReceipt, chain_hash};
+
+        struct Prepared {
+            receipt: NewReceipt,
+            args: String,
+            roles: String,
+            policies: Option<String>,
+        }
+
+        type Reply = oneshot::Sender<(i64, String)>;
+        type Queued = (Box<Prepared>, Reply, OwnedSemaphorePermit);
+        /// A job taken from the queue (its place in the queue released).
+        type Job = (Box<Prepared>, Reply);
+
+        #[derive(Clone)]
+        pub struct Writer {
+            queue: std_mpsc::Sender<Queued>,
+            permits: Arc<Semaphore>,
+        }
+
+        const INSERT: &str = "INSERT INTO receipts (id, ts, principal, roles, auth, transport, \
+             session, tool, version, spec_hash, args, decision, reason, outcome, result_digest, \
+             result_excerpt, duration_us, cost_usd, policy_set, policies, approval_id, replay_of, \
+             prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+
+        /// Start it on `path` (a database `Store::open` created). The thread
+        /// ends when every `Writer` is dropped.
+        pub fn spawn(path: &std::path::Path) -> Writer {
+            let (queue, jobs) = std_mpsc::channel::<Queued>();
+            let permits = Arc::new(Semaphore::new(2048));
+            let (events, mut reported) = mpsc::unbounded_channel::<(usize, Duration)>();
+            tokio::spawn(async move { while reported.recv().await.is_some() {} });
+            let path = path.to_owned();
+            let checkpoint = checkpointer(&path);
+            std::thread::Builder::new()
+                .name("previous-writer".into())
+                .spawn(move || {
+                    let conn = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .expect("open");
+                    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+                    conn.execute_batch(
+                        "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 4000;",
+                    )
+                    .expect("pragmas");
+                    conn.set_prepared_statement_cache_capacity(16);
+                    let mut conn = conn;
+                    let mut batch: Vec<Job> = Vec::with_capacity(512);
+                    while let Ok((p, r, _permit)) = jobs.recv() {
+                        batch.push((p, r));
+                        while batch.len() < 512 {
+                            match jobs.try_recv() {
+                                Ok((p, r, _permit)) => batch.push((p, r)),
+                                Err(_) => break,
+                            }
+                        }
+                        // Queue depth, as the original reported it.
+                        let _ = events.send((batch.len(), Duration::ZERO));
+                        let started = Instant::now();
+                        let committed = write(&mut conn, &batch).expect("previous writer batch");
+                        let _ = events.send((batch.len(), started.elapsed()));
+                        if let Some(wake) = &checkpoint {
+                            let _ = wake.try_send(());
+                        }
+                        for ((prepared, reply), c) in batch.drain(..).zip(committed) {
+                            let _ = reply.send(c);
+                            drop(prepared);
+                        }
+                    }
+                })
+                .expect("previous writer thread");
+            Writer { queue, permits }
+        }
+
+        fn write(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<(i64, String)>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(batch.len());
+            {
+                let _intents: bool = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM intents)")?
+                    .query_row([], |r| r.get(0))?;
+                let mut prev: String = match tx
+                    .prepare_cached("SELECT hash FROM receipts ORDER BY seq DESC LIMIT 1")?
+                    .query_row([], |r| r.get(0))
+                {
+                    Ok(h) => h,
+                    Err(rusqlite::Error::QueryReturnedNoRows) => GENESIS_HASH.to_owned(),
+                    Err(e) => return Err(e),
+                };
+                let mut insert = tx.prepare_cached(INSERT)?;
+                for (p, _) in batch {
+                    let r = &p.receipt;
+                    let hash = chain_hash(&prev, r);
+                    insert.execute(params![
+                        r.id,
+                        r.ts,
+                        r.principal,
+                        p.roles,
+                        r.auth,
+                        r.transport,
+                        r.session,
+                        r.tool,
+                        r.version,
+                        r.spec_hash,
+                        p.args,
+                        r.decision.as_str(),
+                        r.reason,
+                        r.outcome.as_str(),
+                        r.result_digest,
+                        r.result_excerpt,
+                        r.duration_us,
+                        r.cost_usd,
+                        r.policy_set,
+                        p.policies,
+                        r.approval_id,
+                        r.replay_of,
+                        prev,
+                        hash,
+                    ])?;
+                    prev.clear();
+                    prev.push_str(&hash);
+                    out.push((tx.last_insert_rowid(), hash));
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        }
+
+        fn checkpointer(path: &std::path::Path) -> Option<std_mpsc::SyncSender<()>> {
+            let (wake, woken) = std_mpsc::sync_channel::<()>(1);
+            let path = path.to_owned();
+            std::thread::Builder::new()
+                .name("previous-checkp".into())
+                .spawn(move || {
+                    let conn = Connection::open(&path).expect("open");
+                    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+                    while woken.recv().is_ok() {
+                        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+                .ok()
+                .map(|_| wake)
+        }
+
+        impl Writer {
+            pub async fn commit(&self, receipt: NewReceipt) -> (i64, String) {
+                let permit = Arc::clone(&self.permits)
+                    .acquire_owned()
+                    .await
+                    .expect("permit");
+                let prepared = Box::new(Prepared {
+                    args: tollgate::canonical::to_string(&receipt.args),
+                    roles: serde_json::to_string(&receipt.roles).expect("roles"),
+                    policies: (!receipt.policies.is_empty())
+                        .then(|| serde_json::to_string(&receipt.policies).expect("policies")),
+                    receipt,
+                });
+                let (reply, answer) = oneshot::channel();
+                self.queue
+                    .send((prepared, reply, permit))
+                    .map_err(|_| ())
+                    .expect("queue");
+                answer.await.expect("previous writer commit")
+            }
+        }
+
+        pub async fn commit_concurrently(writer: &Writer, committers: usize, total: usize) -> f64 {
+            let lists = super::super::receipts_for(committers, total);
+            let started = Instant::now();
+            let tasks: Vec<_> = lists
+                .into_iter()
+                .map(|mine| {
+                    let writer = writer.clone();
+                    tokio::spawn(async move {
+                        for r in mine {
+                            writer.commit(r).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("committer task");
+            }
+            total as f64 / started.elapsed().as_secs_f64()
+        }
     }
 }
 
@@ -369,22 +604,23 @@ fn writer_section(runs: usize) {
         })
     };
     let base_store = open("baseline.db", true);
-    let old_store = open("new-old-schema.db", true);
+    let before_store = open("before.db", false);
     let new_store = open("new.db", false);
-    let (base_q, (old_w, old_h), (new_w, new_h)) = rt.block_on(async {
+    let (base_q, before_w, (new_w, new_h)) = rt.block_on(async {
         (
             baseline::spawn(base_store.pool().clone()),
-            ReceiptWriter::spawn(&old_store),
+            baseline::rusqlite_writer::spawn(before_store.path()),
             ReceiptWriter::spawn(&new_store),
         )
     });
     let variants = [
-        "previous writer (sqlx, multi-row INSERT), previous schema, 64 committers",
-        "new writer, previous schema, 64 committers",
-        "new writer, new schema, 64 committers",
-        "new writer, new schema, 512 committers",
+        "sqlx writer (multi-row INSERT), schema before 0004, 64 committers",
+        "rusqlite writer before this change, 64 committers",
+        "rusqlite writer before this change, 512 committers",
+        "writer now, 64 committers",
+        "writer now, 512 committers",
     ];
-    // WRITER_NEW_ONLY=1: only the new writer (for profiling it).
+    // WRITER_NEW_ONLY=1: only the current writer (for profiling it).
     let new_only = std::env::var_os("WRITER_NEW_ONLY").is_some();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..runs {
@@ -393,13 +629,15 @@ fn writer_section(runs: usize) {
                 return [
                     f64::NAN,
                     f64::NAN,
+                    f64::NAN,
                     commit_concurrently(&new_w, 64, total).await,
                     commit_concurrently(&new_w, 512, total).await,
                 ];
             }
             [
                 baseline::commit_concurrently(&base_q, 64, total).await,
-                commit_concurrently(&old_w, 64, total).await,
+                baseline::rusqlite_writer::commit_concurrently(&before_w, 64, total).await,
+                baseline::rusqlite_writer::commit_concurrently(&before_w, 512, total).await,
                 commit_concurrently(&new_w, 64, total).await,
                 commit_concurrently(&new_w, 512, total).await,
             ]
@@ -416,39 +654,87 @@ fn writer_section(runs: usize) {
             rates[i].push(x);
         }
     }
-    println!("| variant | median receipts/s | range | × previous (median of per-round ratios) |");
-    println!("|---|---|---|---|");
+    let ratio = |i: usize, base: usize| {
+        median(
+            rates[i]
+                .iter()
+                .zip(&rates[base])
+                .map(|(x, b)| x / b)
+                .collect(),
+        )
+    };
+    println!("| variant | median receipts/s | range | × sqlx writer | × before, same committers |");
+    println!("|---|---|---|---|---|");
     for (i, name) in variants.iter().enumerate() {
-        let ratios: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(x, b)| x / b).collect();
+        let before = match i {
+            3 => format!("{:.2}", ratio(3, 1)),
+            4 => format!("{:.2}", ratio(4, 2)),
+            _ => String::new(),
+        };
         println!(
-            "| {name} | {:.0} | {} | {:.2} |",
+            "| {name} | {:.0} | {} | {:.2} | {before} |",
             median(rates[i].clone()),
             spread(&rates[i]),
-            median(ratios)
+            ratio(i, 0),
         );
     }
-    // CPU per receipt by thread, for the new writer alone.
-    let before = cpu_by_thread();
+    // CPU per receipt by thread, 64 committers: before and now, one after
+    // the other.
     let probe_total = total * 2;
-    rt.block_on(commit_concurrently(&new_w, 64, probe_total));
-    let after = cpu_by_thread();
+    let cpu = |run: &dyn Fn() -> f64| {
+        let before = cpu_by_thread();
+        run();
+        let after = cpu_by_thread();
+        after
+            .iter()
+            .map(|(name, t)| {
+                let d = t - before.get(name).copied().unwrap_or(0.0);
+                (name.clone(), d * 1e6 / probe_total as f64)
+            })
+            .filter(|(_, us)| *us > 0.0)
+            .collect::<Vec<_>>()
+    };
+    let cpu_before = if new_only {
+        Vec::new()
+    } else {
+        cpu(&|| {
+            rt.block_on(baseline::rusqlite_writer::commit_concurrently(
+                &before_w,
+                64,
+                probe_total,
+            ))
+        })
+    };
+    let cpu_now = cpu(&|| rt.block_on(commit_concurrently(&new_w, 64, probe_total)));
     println!(
-        "\nCPU per receipt, new writer, 64 committers, {probe_total} receipts (bench-side receipt building included in tokio-rt-worker):\n"
+        "\nCPU µs per receipt by thread, 64 committers, {probe_total} receipts each \
+         (receipts built before the clock starts; `previous-*` threads are the writer before \
+         this change):\n"
     );
-    println!("| thread | CPU µs per receipt |");
-    println!("|---|---|");
-    let mut sum = 0.0;
-    for (name, t) in &after {
-        let d = t - before.get(name).copied().unwrap_or(0.0);
-        if d > 0.0 {
-            sum += d;
-            println!("| {name} | {:.2} |", d * 1e6 / probe_total as f64);
-        }
+    println!("| thread | before | now |");
+    println!("|---|---|---|");
+    let name_of = |n: &str| match n {
+        "previous-writer" | "tollgate-receip" => "writer thread".to_owned(),
+        "previous-checkp" | "tollgate-checkp" => "checkpointer thread".to_owned(),
+        other => other.to_owned(),
+    };
+    let mut rows: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for (n, us) in &cpu_before {
+        rows.entry(name_of(n)).or_default().0 += us;
     }
-    println!("| all | {:.2} |", sum * 1e6 / probe_total as f64);
+    for (n, us) in &cpu_now {
+        rows.entry(name_of(n)).or_default().1 += us;
+    }
+    let (mut sum_b, mut sum_n) = (0.0, 0.0);
+    for (n, (b, now)) in &rows {
+        sum_b += b;
+        sum_n += now;
+        println!("| {n} | {b:.2} | {now:.2} |");
+    }
+    println!("| all | {sum_b:.2} | {sum_n:.2} |");
     let stats = new_w.stats();
     println!(
-        "\nnew writer on the new schema: {} receipts in {} transactions (mean batch {:.0}, largest {}); \
+        "\nwriter now: {} receipts in {} transactions (mean batch {:.0}, largest {}); \
          its thread spent {:.2} µs per receipt inside transactions (a ceiling of {:.0} receipts/s \
          if it had a core to itself)",
         stats.receipts,
@@ -460,9 +746,9 @@ fn writer_section(runs: usize) {
     );
     rt.block_on(async {
         drop(base_q);
-        old_h.shutdown().await;
+        drop(before_w);
         new_h.shutdown().await;
-        for s in [&base_store, &old_store, &new_store] {
+        for s in [&base_store, &before_store, &new_store] {
             let report = s.verify_chain().await.expect("verify");
             assert!(report.first_bad.is_none(), "{report:?}");
         }
@@ -503,32 +789,72 @@ fn verify_db(rt: &Runtime) -> Store {
 }
 
 fn verify_section(runs: usize) {
+    use tollgate::store::verify::RowCheck;
     println!("\n## verify: {VERIFY_RECEIPTS} receipts\n");
     let rt = runtime();
     let store = verify_db(&rt);
-    let variants = [(1, "1 thread"), (0, "one thread per core")];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Each row through the `&str` reference check (the code before the raw
+    // check) is the baseline, measured in the same rounds.
+    let variants = [
+        (1, RowCheck::Reference, "before, 1 thread"),
+        (0, RowCheck::Reference, "before, one thread per core"),
+        (1, RowCheck::Raw, "raw bytes, 1 thread"),
+        (0, RowCheck::Raw, "raw bytes, one thread per core"),
+    ];
+    // VERIFY_VARIANT=N runs only variant N (e.g. under perf).
+    let only = std::env::var("VERIFY_VARIANT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    // CPU seconds this process has used (exited threads included), so CPU
+    // per row can be told apart from waiting for a busy core.
+    let process_cpu = || -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    };
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut cpu_us: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for _ in 0..runs {
-        for (i, (threads, _)) in variants.iter().enumerate() {
+        for (i, (threads, check, _)) in variants.iter().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let cpu_before = process_cpu();
             let started = Instant::now();
             let report = rt
-                .block_on(store.verify_chain_on(*threads))
+                .block_on(store.verify_chain_with(*threads, *check))
                 .expect("verify");
             let took = started.elapsed().as_secs_f64();
             assert_eq!(report.checked as usize, VERIFY_RECEIPTS);
             assert!(report.first_bad.is_none());
             rates[i].push(VERIFY_RECEIPTS as f64 / took);
+            cpu_us[i].push((process_cpu() - cpu_before) * 1e6 / VERIFY_RECEIPTS as f64);
         }
     }
-    println!("| variant | median receipts/s | range | × 1 thread |");
-    println!("|---|---|---|---|");
-    for (i, (_, name)) in variants.iter().enumerate() {
+    println!(
+        "| variant | median receipts/s | range | wall µs per row × threads | CPU µs per row | × before, 1 thread |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (i, (threads, _, name)) in variants.iter().enumerate() {
+        if rates[i].is_empty() {
+            continue;
+        }
         let ratios: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(x, b)| x / b).collect();
+        let used = if *threads == 0 { cores } else { *threads };
+        let rate = median(rates[i].clone());
         println!(
-            "| {name} | {:.0} | {} | {:.2} |",
-            median(rates[i].clone()),
+            "| {name} | {rate:.0} | {} | {:.2} | {:.2} | {} |",
             spread(&rates[i]),
-            median(ratios)
+            used as f64 * 1e6 / rate,
+            median(cpu_us[i].clone()),
+            if ratios.is_empty() {
+                "".to_owned()
+            } else {
+                format!("{:.2}", median(ratios))
+            }
         );
     }
 }
@@ -774,6 +1100,23 @@ fn startup_section(runs: usize) {
     let secrets = Arc::new(Secrets::empty());
     let rt = runtime();
     let (mut check, mut first, mut again, mut bin) = (vec![], vec![], vec![], vec![]);
+    let mut serve = vec![];
+    let serve_db = dir.path().join("serve.db");
+    let bin_args = |cmd: &mut std::process::Command, db: &Path| {
+        cmd.arg("--specs")
+            .arg(&specs)
+            .arg("--principals")
+            .arg(&principals_file)
+            .arg("--policies")
+            .arg(&policies)
+            .arg("--db")
+            .arg(db);
+    };
+    if let Some(b) = release_binary() {
+        // Untimed: registers the 1,000 versions, so the timed rounds start
+        // the way a server restarts (versions known), with a warm page cache.
+        serve_ready(&b, &bin_args, &serve_db);
+    }
     for round in 0..runs {
         let started = Instant::now();
         let (_, compiled) =
@@ -798,24 +1141,16 @@ fn startup_section(runs: usize) {
         });
         if let Some(b) = release_binary() {
             let started = Instant::now();
-            let out = std::process::Command::new(&b)
-                .arg("--specs")
-                .arg(&specs)
-                .arg("--principals")
-                .arg(&principals_file)
-                .arg("--policies")
-                .arg(&policies)
-                .arg("--db")
-                .arg(dir.path().join("check.db"))
-                .arg("check")
-                .output()
-                .expect("tollgate check");
+            let mut cmd = std::process::Command::new(&b);
+            bin_args(&mut cmd, &dir.path().join("check.db"));
+            let out = cmd.arg("check").output().expect("tollgate check");
             bin.push(started.elapsed().as_secs_f64() * 1e3);
             assert!(
                 out.status.success(),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            serve.push(serve_ready(&b, &bin_args, &serve_db));
         }
     }
     println!("| what | median ms | range ms |");
@@ -832,9 +1167,65 @@ fn startup_section(runs: usize) {
     );
     row("`Catalog::load` again (versions known)", &again);
     row("`tollgate check`, whole process", &bin);
+    row(
+        "`tollgate serve --http`: spawn until `/readyz` answers 200",
+        &serve,
+    );
     if bin.is_empty() {
         println!("(target/release/tollgate not built: `cargo build --release` to time the binary)");
     }
+}
+
+/// Milliseconds from spawning `tollgate serve --http 127.0.0.1:PORT` until
+/// `/readyz` answers 200 (polled every millisecond), then kill it.
+fn serve_ready(bin: &Path, args: &dyn Fn(&mut std::process::Command, &Path), db: &Path) -> f64 {
+    // A port that was free a moment ago; the server binds it again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut cmd = std::process::Command::new(bin);
+    args(&mut cmd, db);
+    let started = Instant::now();
+    let mut child = cmd
+        .arg("serve")
+        .arg("--http")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tollgate serve");
+    let ready = loop {
+        if ready_200(port) {
+            break started.elapsed().as_secs_f64() * 1e3;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tollgate serve exited before it was ready: {status}");
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "tollgate serve not ready after 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    ready
+}
+
+/// Whether `GET /readyz` on 127.0.0.1:`port` answers 200.
+fn ready_200(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let request =
+        format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let mut reply = Vec::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_end(&mut reply).is_ok()
+        && reply.starts_with(b"HTTP/1.1 200")
 }
 
 // ---------------------------------------------------------------- limiter

@@ -16,21 +16,20 @@
 //!
 //! After every restart: the server is ready within 5 s (the figure is
 //! recorded; the issue's "within a second" is reported, not asserted), and
-//! every intent whose writer's heartbeat was already stale when the server
-//! started has become exactly one `interrupted` receipt.
+//! within [`RECOVERY_LIMIT`] of `/readyz` answering 200, every intent the
+//! killed servers left has become exactly one `interrupted` receipt, the
+//! killed server is unregistered and its lock file is gone.
 //!
-//! A dead writer's intents are not recovered at once: another process might
-//! still be running them, so tollgate waits until the writer's heartbeat is
-//! [`STALE_AFTER`] old (`WriterOptions::default().stale_after`, not
-//! configurable); a restart within that time leaves them for its periodic
-//! sweep ([`SWEEP`]). The harness does not fake the clock: after the last
-//! kill it restarts at once, as a supervisor would, and waits until that
-//! server's sweep has turned every intent ever left behind into exactly one
-//! `interrupted` receipt (about 35 s). In runs longer than [`STALE_AFTER`]
-//! (the 100-kill run) restarts also find stale intents at start-up, and the
-//! check above covers that path. Then a clean shutdown (no intent left), a
-//! last `receipts verify`, and: every effect the tool left (a line in
-//! `effects.txt`) has a receipt (no side effect without a record).
+//! A dead writer's intents are recovered at once on the same host: each
+//! writer holds an exclusive `flock` on `<db>.writer-<id>.lock` while it
+//! runs, the kernel lets go of it when the process dies, and the restarted
+//! server's start-up pass finds the lock free (src/store/writer.rs,
+//! `liveness`). The heartbeat rule (30 s) is only for writers whose lock
+//! cannot be seen, e.g. on another host. After the last kill the harness
+//! restarts at once, as a supervisor would, checks the same, then: a clean
+//! shutdown (no intent and no lock file left), a last `receipts verify`, and
+//! every effect the tool left (a line in `effects.txt`) has a receipt (no
+//! side effect without a record).
 //!
 //! The summary line at the end carries the figures quoted in BENCHMARKS.md
 //! ("Crash under load"); `scripts/crash-long.sh` runs 100 kills in release.
@@ -48,13 +47,12 @@ use serde_json::{Value, json};
 
 /// Concurrent clients.
 const WORKERS: usize = 8;
-/// The writer's `stale_after` (src/store/writer.rs, `WriterOptions::default`).
-const STALE_AFTER: Duration = Duration::from_secs(30);
 /// A restart slower than this fails the test (a hang, not a slow machine).
 const READY_LIMIT: Duration = Duration::from_secs(5);
-/// How often a running writer sweeps for orphaned intents
-/// (`WriterOptions::default().heartbeat`).
-const SWEEP: Duration = Duration::from_secs(5);
+/// How long after `/readyz` answers 200 the killed servers' intents may
+/// still be waiting for the start-up pass (which runs on the writer thread,
+/// alongside the first requests).
+const RECOVERY_LIMIT: Duration = Duration::from_secs(2);
 
 /// Not read-only, so every call commits an intent before it runs. It sleeps
 /// 20 ms so that kills land mid-execution, and leaves its effect in a file.
@@ -86,13 +84,6 @@ impl Rng {
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn secs(d: Duration) -> String {
@@ -130,7 +121,6 @@ enum Seen {
 struct Server {
     child: std::process::Child,
     base: String,
-    spawned_ms: i64,
 }
 
 impl Server {
@@ -141,7 +131,6 @@ impl Server {
             .append(true)
             .open(log)
             .expect("server log");
-        let spawned_ms = unix_ms();
         let child = f
             .command(&["serve", "--http", &addr, "--config", "tollgate.yaml"])
             .stdin(std::process::Stdio::null())
@@ -152,7 +141,6 @@ impl Server {
         Server {
             child,
             base: format!("http://{addr}"),
-            spawned_ms,
         }
     }
 
@@ -269,7 +257,6 @@ async fn worker(
 
 /// An intent left behind by a killed server, not yet recovered.
 struct Pending {
-    owner: Option<String>,
     args: Value,
     killed_at: Instant,
 }
@@ -288,7 +275,7 @@ struct Tally {
     ready: Vec<Duration>,
     recovery_delay: Vec<Duration>,
     /// From `/readyz` 200 until the start-up pass had recovered every
-    /// intent that was due (restarts that had any due).
+    /// intent left behind (restarts that had any).
     startup_after_ready: Vec<Duration>,
 }
 
@@ -345,14 +332,28 @@ fn intents(conn: &rusqlite::Connection) -> BTreeMap<String, (Option<String>, Val
     .collect()
 }
 
-/// Heartbeat (unix ms) of each registered writer.
-fn heartbeats(conn: &rusqlite::Connection) -> HashMap<String, i64> {
-    let mut q = conn
-        .prepare("SELECT owner, heartbeat FROM writers")
-        .unwrap();
+/// The pid of each registered writer.
+fn writers(conn: &rusqlite::Connection) -> HashMap<String, u32> {
+    let mut q = conn.prepare("SELECT owner, pid FROM writers").unwrap();
     q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(|r| r.unwrap())
+        .collect()
+}
+
+/// The writer lock files next to the database: `<db>.writer-<owner>.lock`.
+fn lock_files(db: &Path) -> BTreeSet<String> {
+    let prefix = format!("{}.writer-", db.file_name().unwrap().to_str().unwrap());
+    std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().ok()?;
+            Some(
+                name.strip_prefix(&prefix)?
+                    .strip_suffix(".lock")?
+                    .to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -418,47 +419,45 @@ fn verify(f: &Fixture, tally: &mut Tally, when: &str) {
     tally.verified += 1;
 }
 
-/// After a (re)start is ready: every intent whose writer was already stale
-/// when this server started is recovered by its writer's start-up pass.
-/// Returns how many were recovered here.
+/// After a (re)start is ready: every intent the killed servers left behind
+/// is recovered by the start-up pass within [`RECOVERY_LIMIT`], and their
+/// writers (`dead`) are unregistered, their lock files gone. Returns how
+/// many intents were recovered here.
 async fn await_startup_recovery(
     db: &Path,
-    server: &Server,
     pending: &mut HashMap<String, Pending>,
-    hb: &HashMap<String, i64>,
+    dead: &BTreeSet<String>,
     tally: &mut Tally,
     log: &Path,
 ) -> usize {
-    let cutoff = server.spawned_ms - STALE_AFTER.as_millis() as i64;
-    let due: BTreeSet<String> = pending
-        .iter()
-        .filter(|(_, p)| {
-            p.owner
-                .as_ref()
-                .is_none_or(|o| hb.get(o).is_none_or(|&beat| beat < cutoff))
-        })
-        .map(|(id, _)| id.clone())
-        .collect();
+    let due = pending.len();
     let started = Instant::now();
     let mut recovered = 0;
     loop {
         let conn = open(db);
         recovered += reconcile(&conn, pending, tally);
-        let still: Vec<&String> = due.iter().filter(|id| pending.contains_key(*id)).collect();
-        if still.is_empty() {
-            if !due.is_empty() {
+        let registered = writers(&conn);
+        let locks = lock_files(db);
+        let lingering: Vec<&String> = dead
+            .iter()
+            .filter(|o| registered.contains_key(*o) || locks.contains(*o))
+            .collect();
+        if pending.is_empty() && lingering.is_empty() {
+            if due > 0 {
                 tally.startup_after_ready.push(started.elapsed());
             }
             return recovered;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} intents of dead writers (heartbeat older than {STALE_AFTER:?} at start) were \
-             not recovered 10 s after the restart was ready: {still:?}; log:\n{}",
-            still.len(),
+            started.elapsed() < RECOVERY_LIMIT,
+            "{} intents of killed servers were not recovered, or their writers {lingering:?} \
+             not unregistered with their lock files removed, {RECOVERY_LIMIT:?} after the \
+             restart was ready: {:?}; log:\n{}",
+            pending.len(),
+            pending.keys(),
             tail(log)
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -491,7 +490,8 @@ async fn kill_9_under_load() {
 
     let counter = Arc::new(AtomicU64::new(1));
     let mut pending: HashMap<String, Pending> = HashMap::new();
-    let mut hb: HashMap<String, i64> = HashMap::new();
+    // Writers of killed servers, to be unregistered by the next start.
+    let mut dead: BTreeSet<String> = BTreeSet::new();
     let mut tally = Tally::default();
 
     for i in 1..=kills {
@@ -501,24 +501,18 @@ async fn kill_9_under_load() {
         if i > 1 {
             tally.ready.push(ready);
         }
-        let mut at_start =
-            await_startup_recovery(&db, &server, &mut pending, &hb, &mut tally, &log).await;
+        let at_start = await_startup_recovery(&db, &mut pending, &dead, &mut tally, &log).await;
         tally.recovered_at_restart += at_start;
-        // No call is running yet: the table holds only intents of dead
-        // writers (one snapshot, as the start-up pass may still be running).
+        dead.clear();
+        // No call is running yet and every intent of a killed server is
+        // recovered: the table is empty.
         let conn = open(&db);
         let snapshot = intents(&conn);
-        let late = reconcile_with(&conn, &snapshot, &mut pending, &mut tally);
-        tally.recovered_at_restart += late;
-        at_start += late;
         drop(conn);
-        let unknown: Vec<&String> = snapshot
-            .keys()
-            .filter(|id| !pending.contains_key(*id))
-            .collect();
         assert!(
-            unknown.is_empty(),
-            "intents nobody left behind: {unknown:?}"
+            snapshot.is_empty(),
+            "intents nobody left behind: {:?}",
+            snapshot.keys()
         );
 
         // Load, then kill -9 at a random moment.
@@ -572,6 +566,14 @@ async fn kill_9_under_load() {
         check_acked(&conn, &acked);
         let later = reconcile(&conn, &mut pending, &mut tally);
         tally.recovered_later += later;
+        let registered = writers(&conn);
+        let killed_pid = server.child.id();
+        dead.extend(
+            registered
+                .iter()
+                .filter(|(_, pid)| **pid == killed_pid)
+                .map(|(owner, _)| owner.clone()),
+        );
         let mut left = 0;
         let mut has_receipt = conn
             .prepare("SELECT EXISTS (SELECT 1 FROM receipts WHERE id = ?1)")
@@ -580,21 +582,17 @@ async fn kill_9_under_load() {
             if pending.contains_key(&id) {
                 continue;
             }
+            assert!(
+                owner.as_ref().is_some_and(|o| dead.contains(o)),
+                "intent {id} left behind by a writer other than the killed server's: {owner:?}"
+            );
             let exists: bool = has_receipt.query_row([&id], |r| r.get(0)).unwrap();
             assert!(!exists, "intent {id} left behind, yet it has a receipt");
-            pending.insert(
-                id,
-                Pending {
-                    owner,
-                    args,
-                    killed_at,
-                },
-            );
+            pending.insert(id, Pending { args, killed_at });
             left += 1;
         }
         drop(has_receipt);
         tally.intents_left += left;
-        hb.extend(heartbeats(&conn));
         drop(conn);
         verify(&f, &mut tally, &format!("after kill {i}"));
         println!(
@@ -606,45 +604,19 @@ async fn kill_9_under_load() {
         );
     }
 
-    // The last restart, as a supervisor would do it: at once. The intents
-    // of dead writers are recovered by this server's periodic sweep once
-    // their writers' heartbeats are STALE_AFTER old; wait for that, with a
-    // margin of two sweep periods (WriterOptions::default().heartbeat, 5 s).
+    // The last restart, as a supervisor would do it: at once. Its start-up
+    // pass recovers what the last kill left, as every restart did.
     let started = Instant::now();
     let mut server = Server::spawn(&f, &log);
     let ready = server.ready(started, &log).await;
     tally.ready.push(ready);
-    let last = await_startup_recovery(&db, &server, &mut pending, &hb, &mut tally, &log).await;
+    let last = await_startup_recovery(&db, &mut pending, &dead, &mut tally, &log).await;
     tally.recovered_at_restart += last;
-    let stale_at = pending
-        .values()
-        .filter_map(|p| p.owner.as_ref().and_then(|o| hb.get(o)))
-        .max()
-        .map_or(0, |&beat| beat + STALE_AFTER.as_millis() as i64);
-    let deadline = stale_at + 2 * SWEEP.as_millis() as i64 + 2000;
-    println!(
-        "final restart: ready {}; {} intents pending, their writers go stale in {}; \
-         waiting for the sweep",
-        secs(ready),
-        pending.len(),
-        secs(Duration::from_millis((stale_at - unix_ms()).max(0) as u64)),
-    );
-    let mut swept = 0;
-    while !pending.is_empty() {
-        assert!(
-            unix_ms() < deadline,
-            "{} intents of dead writers not recovered {} after their writers went stale: {:?}; \
-             log:\n{}",
-            pending.len(),
-            secs(2 * SWEEP + Duration::from_secs(2)),
-            pending.keys(),
-            tail(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        swept += reconcile(&open(&db), &mut pending, &mut tally);
-    }
-    tally.recovered_later += swept;
     let waited = started.elapsed();
+    println!(
+        "final restart: ready {}; {last} intents recovered by its start-up pass",
+        secs(ready),
+    );
     let status = server.sigterm();
     assert!(
         status.success(),
@@ -655,6 +627,15 @@ async fn kill_9_under_load() {
 
     let conn = open(&db);
     assert!(intents(&conn).is_empty(), "intents after a clean shutdown");
+    assert!(
+        writers(&conn).is_empty(),
+        "writers registered after a clean shutdown"
+    );
+    assert!(
+        lock_files(&db).is_empty(),
+        "writer lock files after a clean shutdown: {:?}",
+        lock_files(&db)
+    );
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
     let receipts = count("SELECT count(*) FROM receipts");
     let distinct = count("SELECT count(DISTINCT id) FROM receipts");
@@ -698,8 +679,7 @@ async fn kill_9_under_load() {
     verify(&f, &mut tally, "at the end");
 
     println!(
-        "final restart: {last} intents recovered at start-up, {swept} by the sweep; all \
-         recovered {} after the restart",
+        "final restart: {last} intents recovered at start-up; all recovered {} after the restart",
         secs(waited),
     );
     println!(

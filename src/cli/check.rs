@@ -1,5 +1,7 @@
 //! `tollgate check` and `tollgate schema`.
 
+use std::io::Write;
+
 use super::EXIT_FAILED;
 use super::app::{http_client, load_secrets, print_issues};
 use tollgate::catalog::{CatalogError, check_dir};
@@ -24,28 +26,35 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
         &secrets,
     ) {
         Ok((loaded, compiled)) => {
+            // One write for the whole list, not one per line: with 1,000
+            // tools, line-buffered stdout was thousands of system calls.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for (spec, tool) in loaded.iter().zip(compiled.iter()) {
                 let who = if spec.spec.allow.is_empty() {
                     "(policies only)".to_string()
                 } else {
                     spec.spec.allow.join(", ")
                 };
-                println!(
+                writeln!(
+                    out,
                     "ok  {:<24} {}  {}  allow: {who}  timeout: {}",
                     spec.spec.name,
                     &spec.hash[..12],
                     spec.file.display(),
                     humantime::format_duration(tool.timeout)
-                );
+                )?;
                 if let Some(line) = secrets_line(&spec.spec, &secrets) {
-                    println!("    {line}");
+                    writeln!(out, "    {line}")?;
                 }
             }
-            println!(
+            writeln!(
+                out,
                 "{} tool(s) would be loaded from {}",
                 loaded.len(),
                 settings.specs.display()
-            );
+            )?;
+            out.flush()?;
+            drop(out);
             let tools: Vec<_> = compiled.into_iter().map(std::sync::Arc::new).collect();
             let governed = super::policies::check_governance(settings, &tools, principals.as_ref());
             Ok(if principals.is_some() && governed {

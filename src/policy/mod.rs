@@ -18,6 +18,7 @@
 //! `@message("...")` on a forbid is shown to a denied client. Nothing else
 //! of a policy's text ever reaches a client.
 
+mod context;
 pub mod schema;
 pub mod source;
 
@@ -27,10 +28,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use cedar_policy::{SlotId, Template};
+use chrono::{DateTime, Utc};
 use miette::Diagnostic;
 use serde_json::{Map, Value, json};
 
@@ -159,6 +161,28 @@ impl PolicyEngine {
         principals: Option<&Principals>,
     ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
         let tools: Vec<&Arc<CompiledTool>> = tools.into_iter().collect();
+        // The Cedar schema is the slowest part of loading (for 1,000 tools,
+        // more than everything else here together) and needs only the tools'
+        // argument types: it is built on another core while this one reads
+        // the policies and describes the tools. The validator consumes a
+        // schema and the engine keeps one, so the copy is made there too.
+        let arg_types: Vec<(String, Value)> = tools
+            .iter()
+            .map(|t| {
+                let ty = schema::cedar_type(&t.spec.input_schema)
+                    .unwrap_or_else(|| json!({"type": "Record", "attributes": {}}));
+                (t.spec.name.clone(), ty)
+            })
+            .collect();
+        let schema_job = std::thread::spawn({
+            let arg_types = arg_types.clone();
+            move || {
+                let schema = Schema::from_json_value(schema::schema_json(arg_types))
+                    .map_err(|e| e.to_string())?;
+                let copy = schema.clone();
+                Ok::<_, String>((schema, copy))
+            }
+        });
         let mut issues = Vec::new();
         let issue = |file: &str, line, policy: Option<&str>, message: String| PolicyIssue {
             file: file.to_owned(),
@@ -172,6 +196,41 @@ impl PolicyEngine {
         let mut meta = HashMap::new();
         let mut located: HashMap<String, (usize, String)> = HashMap::new();
         for (si, src) in sources.iter().enumerate() {
+            if src.name == source::GENERATED
+                && let Some(links) = source::allow_links(&src.text)
+            {
+                // The allow lists: links of one template, not parsed one by
+                // one (see `source::generated` for why).
+                for link in links {
+                    let line = Some(link.line);
+                    if let Some((other, _)) = located.get(&link.id) {
+                        issues.push(issue(
+                            &src.name,
+                            line,
+                            Some(&link.id),
+                            format!(
+                                "the id is also used in {}; give each policy its own @id",
+                                sources[*other].name
+                            ),
+                        ));
+                        continue;
+                    }
+                    if let Err(e) = add_allow_link(&mut set, &link) {
+                        issues.push(issue(&src.name, line, Some(&link.id), e));
+                        continue;
+                    }
+                    meta.insert(
+                        link.id.clone(),
+                        PolicyMeta {
+                            effect: Effect::Permit,
+                            approval: None,
+                            message: None,
+                        },
+                    );
+                    located.insert(link.id, (si, link.line.to_string()));
+                }
+                continue;
+            }
             let parsed = match PolicySet::from_str(&src.text) {
                 Ok(p) => p,
                 Err(errs) => {
@@ -238,11 +297,7 @@ impl PolicyEngine {
         }
 
         let mut facts = HashMap::new();
-        let mut arg_types = Vec::new();
-        for tool in &tools {
-            let args_type = schema::cedar_type(&tool.spec.input_schema)
-                .unwrap_or_else(|| json!({"type": "Record", "attributes": {}}));
-            arg_types.push((tool.spec.name.as_str(), args_type.clone()));
+        for (tool, (_, args_type)) in tools.iter().zip(arg_types) {
             match tool_facts(tool, args_type) {
                 Ok(f) => {
                     facts.insert(tool.spec.name.clone(), f);
@@ -250,19 +305,17 @@ impl PolicyEngine {
                 Err(m) => issues.push(issue(&tool.spec.name, None, None, m)),
             }
         }
-        let schema = match Schema::from_json_value(schema::schema_json(arg_types)) {
+        let (schema, for_validator) = match schema_job
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        {
             Ok(s) => s,
             Err(e) => {
-                issues.push(issue(
-                    "(schema derived from the tool specs)",
-                    None,
-                    None,
-                    e.to_string(),
-                ));
+                issues.push(issue("(schema derived from the tool specs)", None, None, e));
                 return Err(issues);
             }
         };
-        let validated = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        let validated = Validator::new(for_validator).validate(&set, ValidationMode::Strict);
         for e in validated.validation_errors() {
             let id = e.policy_id().to_string();
             let (file, text) = located
@@ -325,8 +378,8 @@ impl PolicyEngine {
             .tools
             .get(call.tool)
             .ok_or_else(|| format!("tool `{}` is not known to the policy engine", call.tool))?;
-        let principal = uid("Principal", call.principal);
-        let roles: HashSet<EntityUid> = call.roles.iter().map(|r| uid("Role", r)).collect();
+        let principal = context::principal(call.principal);
+        let roles: HashSet<EntityUid> = call.roles.iter().map(|r| context::role(r)).collect();
         let mut entities: Vec<Entity> = roles
             .iter()
             .map(|r| Entity::new_no_attrs(r.clone(), HashSet::new()))
@@ -335,18 +388,13 @@ impl PolicyEngine {
         entities.push(tool.entity.clone());
         let entities = Entities::from_entities(entities, None)
             .map_err(|e| format!("cannot build the policy request: {e}"))?;
-        let args = schema::cedar_value(&tool.args_type, &Value::Object(call.args.clone()), "")?
-            .unwrap_or_else(|| json!({}));
-        let context = json!({
-            "args": args,
-            "transport": call.transport,
-            "auth_method": call.auth_method,
-            "time": {"__extn": {"fn": "datetime", "arg": call.now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()}},
-            "hour": call.now.hour(),
-            "weekday": call.now.weekday().to_string(),
-        });
-        let context = Context::from_json_value(context, Some((&self.schema, &tool.action)))
-            .map_err(|e| format!("the call's arguments do not fit the policy schema: {e}"))?;
+        let context = context::build(&context::Facts {
+            args_type: &tool.args_type,
+            args: call.args,
+            transport: call.transport,
+            auth_method: call.auth_method,
+            now: call.now,
+        })?;
         let request = Request::new(
             principal,
             tool.action.clone(),
@@ -439,6 +487,27 @@ impl PolicyEngine {
             })
             .collect()
     }
+}
+
+/// Id of the template behind the generated allow-list permits. Not a
+/// policy: Cedar names only the links in its reasons.
+const ALLOW_TEMPLATE_ID: &str = "allow:(template)";
+
+/// Add one generated permit as a link of [`source::ALLOW_TEMPLATE`],
+/// adding the template first when the set does not hold it yet.
+fn add_allow_link(set: &mut PolicySet, link: &source::AllowLink) -> Result<(), String> {
+    let template_id = PolicyId::new(ALLOW_TEMPLATE_ID);
+    if set.template(&template_id).is_none() {
+        let template = Template::parse(Some(template_id.clone()), source::ALLOW_TEMPLATE)
+            .map_err(|e| format!("cannot build the allow-list template: {e}"))?;
+        set.add_template(template).map_err(|e| e.to_string())?;
+    }
+    let slots = HashMap::from([
+        (SlotId::principal(), uid("Role", &link.role)),
+        (SlotId::resource(), uid("Tool", &link.tool)),
+    ]);
+    set.link(template_id, PolicyId::new(&link.id), slots)
+        .map_err(|e| e.to_string())
 }
 
 fn uid(kind: &str, id: &str) -> EntityUid {

@@ -161,12 +161,12 @@ pub fn context_type(args: Value) -> Value {
 
 /// The whole Cedar schema (JSON syntax) for tools whose argument types are
 /// given as `(tool name, Cedar record type of its arguments)`.
-pub fn schema_json<'a>(tools: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+pub fn schema_json<S: Into<String>>(tools: impl IntoIterator<Item = (S, Value)>) -> Value {
     let mut actions = Map::new();
     actions.insert(ALL_TOOLS.into(), json!({}));
     for (name, args) in tools {
         actions.insert(
-            name.to_owned(),
+            name.into(),
             json!({
                 "memberOf": [{"id": ALL_TOOLS}],
                 "appliesTo": {

@@ -154,6 +154,16 @@ fn allow_lists_become_policies() {
 }
 
 #[test]
+fn a_policy_may_not_take_a_generated_id() {
+    let rules = "@id(\"allow:echo:support\")\nforbid (principal, action, resource);\n";
+    let issues = engine(rules).unwrap_err();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].file, source::GENERATED);
+    assert_eq!(issues[0].policy.as_deref(), Some("allow:echo:support"));
+    assert!(issues[0].message.contains("refunds.cedar"), "{issues:?}");
+}
+
+#[test]
 fn an_unknown_argument_is_an_error_with_file_and_line() {
     let rules = "\n\n@id(\"typo\")\npermit (principal, action == Tollgate::Action::\"issue_refund\", resource)\nwhen { context.args.amount > 5 };\n";
     let issues = engine(rules).unwrap_err();

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
 use super::SpecIssue;
 use super::model::ToolSpec;
 use crate::canonical;
@@ -48,18 +51,24 @@ pub fn load_dir(dir: &Path) -> LoadReport {
             return report;
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+    let mut files: Vec<(PathBuf, bool)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            // The entry's type comes with the directory listing: telling a
+            // link from a file costs no system call.
+            let link = e.file_type().map_or(true, |t| t.is_symlink());
+            Some((e.path(), link))
+        })
+        .filter(|(p, _)| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     files.sort();
     let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    for file in files {
-        match read_file(&root, &file) {
-            Ok(text) => match parse(&text, &file) {
-                Ok(spec) => report.specs.push(spec),
-                Err(issue) => report.issues.push(issue),
-            },
+    let parsed = super::par::map(&files, |(file, link)| {
+        read_file(&root, file, *link).and_then(|text| parse(&text, file))
+    });
+    for result in parsed {
+        match result {
+            Ok(spec) => report.specs.push(spec),
             Err(issue) => report.issues.push(issue),
         }
     }
@@ -67,20 +76,30 @@ pub fn load_dir(dir: &Path) -> LoadReport {
     report
 }
 
-fn read_file(root: &Path, file: &Path) -> Result<String, SpecIssue> {
+/// Read one spec file. `link` says whether the directory entry is a
+/// symbolic link (or of unknown type): only then is the path resolved.
+fn read_file(root: &Path, file: &Path, link: bool) -> Result<String, SpecIssue> {
     let fail = |msg: String| SpecIssue::at("", msg).in_file(file);
     // A symlink may point anywhere; only follow it if it stays inside the spec
     // directory, so the directory is the whole truth about what is served.
-    let real = file
-        .canonicalize()
-        .map_err(|e| fail(format!("cannot resolve path: {e}")))?;
-    if !real.starts_with(root) {
-        return Err(fail(format!(
-            "is a link to {}, outside the spec directory",
-            real.display()
-        ))
-        .hint("copy the spec into the spec directory instead of linking to it"));
-    }
+    // Anything else listed in the directory is inside it by construction, so
+    // resolving its path (a system call per component) would prove nothing.
+    let real = if link {
+        let real = file
+            .canonicalize()
+            .map_err(|e| fail(format!("cannot resolve path: {e}")))?;
+        if !real.starts_with(root) {
+            return Err(fail(format!(
+                "is a link to {}, outside the spec directory",
+                real.display()
+            ))
+            .hint("copy the spec into the spec directory instead of linking to it"));
+        }
+        real
+    } else {
+        file.to_path_buf()
+    };
+    // Checked before opening: opening a FIFO would block start-up.
     let meta = std::fs::metadata(&real).map_err(|e| fail(format!("cannot read: {e}")))?;
     if !meta.is_file() {
         return Err(fail("is not a regular file".into()));
@@ -95,7 +114,33 @@ fn read_file(root: &Path, file: &Path) -> Result<String, SpecIssue> {
 }
 
 /// Parse one spec's YAML text. `file` is only used in messages.
+///
+/// YAML is parsed once, into the JSON value that is hashed, and the spec is
+/// read from that value. Only when that fails (or the YAML repeats a key,
+/// which a JSON object would silently collapse) is the text parsed again
+/// straight into the spec, the slow way that names the failing field and
+/// line. Start-up time is dominated by YAML parsing, so parsing twice for
+/// every valid file would double it.
 pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
+    if let Ok(StrictJson(value)) = serde_norway::from_str::<StrictJson>(text)
+        && let Ok(spec) = ToolSpec::deserialize(&value)
+    {
+        let canonical = canonical::to_string(&value);
+        let hash = canonical::sha256_hex(canonical.as_bytes());
+        return Ok(LoadedSpec {
+            spec,
+            file: file.to_path_buf(),
+            source_text: text.to_string(),
+            canonical,
+            hash,
+        });
+    }
+    parse_slowly(text, file)
+}
+
+/// [`parse`] as two passes: into the spec (for the error with its field
+/// path), then into the JSON value that is hashed.
+fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
     let de = serde_norway::Deserializer::from_str(text);
     let spec: ToolSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
@@ -126,6 +171,73 @@ pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
         canonical,
         hash,
     })
+}
+
+/// A JSON value read from YAML exactly as `serde_json::Value` reads it,
+/// except that a mapping repeating a key is an error instead of keeping the
+/// last value: read straight into a spec, a repeated field is an error, and
+/// [`parse`] must not accept what that would refuse.
+struct StrictJson(serde_json::Value);
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // As serde_json: a non-finite float is null.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictJson(v) = map.next_value()?;
+            if out.insert(key, v).is_some() {
+                return Err(serde::de::Error::custom("repeated key"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Rebuild a spec from its stored canonical JSON (a pinned older version).
@@ -171,4 +283,35 @@ fn duplicate_names(specs: &[LoadedSpec]) -> Vec<SpecIssue> {
         }
     }
     issues
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ECHO: &str = "name: echo\ndescription: d\ninput_schema:\n  type: object\n  properties: {m: {type: string, maximum: .inf}}\nallow: [a, b]\nrun: {static: {text: '{{ args.m }}'}}\n";
+
+    #[test]
+    fn one_pass_reads_what_two_passes_read() {
+        let fast = parse(ECHO, Path::new("e.yaml")).unwrap();
+        let slow = parse_slowly(ECHO, Path::new("e.yaml")).unwrap();
+        assert_eq!(fast.canonical, slow.canonical);
+        assert_eq!(fast.hash, slow.hash);
+        assert_eq!(fast.spec.allow, slow.spec.allow);
+    }
+
+    #[test]
+    fn a_repeated_field_is_still_an_error() {
+        let text = format!("{ECHO}allow: [c]\n");
+        let err = parse(&text, Path::new("e.yaml")).unwrap_err();
+        let slow = parse_slowly(&text, Path::new("e.yaml")).unwrap_err();
+        assert_eq!(err.to_string(), slow.to_string());
+        // A field of the wrong type keeps its path in the message.
+        let err = parse(
+            &ECHO.replace("allow: [a, b]", "allow: 5"),
+            Path::new("e.yaml"),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "allow", "{err}");
+    }
 }

@@ -4,11 +4,13 @@
 //! - [`load`]: reading a directory into parsed, hashed specs.
 //! - [`rate`]: rates (`10/minute`) and durations (`30s`).
 //! - [`issue`]: a problem in a spec, with file, field and hint.
+//! - [`par`]: start-up work spread over the cores.
 
 pub mod governance;
 pub mod issue;
 pub mod load;
 pub mod model;
+pub mod par;
 pub mod rate;
 
 pub use issue::SpecIssue;

@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod policies;
 pub mod receipts;
 pub mod registry;
+pub mod verify;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -10,11 +10,11 @@
 //! older one, and the pin holds across file edits (and even if the file is
 //! deleted) until `unpin`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{Doing, Store, StoreError};
 use crate::receipt::now_ts;
@@ -141,33 +141,63 @@ impl Store {
             .map(|s| (s.name.clone(), s))
             .collect();
 
+        // Versions are decided in memory from one read of the registry, then
+        // written with a few multi-row statements: one round trip per spec
+        // made start-up with 1,000 specs wait on SQLite 1,000 times.
+        let mut known = known_versions(&mut tx).await.doing(ACTION)?;
+        let mut new_versions: Vec<(&SpecFile, i64)> = Vec::new();
+        let mut new_tools: Vec<(&str, i64)> = Vec::new();
+        // Applied after the inserts: `tools` rows refer to `tool_versions`.
+        let mut updates: Vec<(&ToolState, Option<i64>, Option<i64>)> = Vec::new();
         for file in files {
-            let version = version_for(&mut tx, file, &now).await.doing(ACTION)?;
+            let (version, is_new) = known.version_for(file);
+            if is_new {
+                new_versions.push((file, version));
+            }
             match states.get(&file.name) {
-                None => {
-                    sqlx::query(
-                        "INSERT INTO tools (name, active_version, file_version, pinned, updated_at) \
-                         VALUES (?, ?, ?, 0, ?)",
-                    )
-                    .bind(&file.name)
-                    .bind(version)
-                    .bind(version)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await
-                    .doing(ACTION)?;
-                }
+                None => new_tools.push((&file.name, version)),
                 Some(state) => {
                     let active = if state.pinned {
                         state.active_version
                     } else {
                         Some(version)
                     };
-                    set_versions(&mut tx, state, active, Some(version), &now)
-                        .await
-                        .doing(ACTION)?;
+                    updates.push((state, active, Some(version)));
                 }
             }
+        }
+        for chunk in new_versions.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO tool_versions (tool, version, hash, canonical, source_path, source_text, first_seen) ",
+            );
+            q.push_values(chunk, |mut row, (file, version)| {
+                row.push_bind(&file.name)
+                    .push_bind(*version)
+                    .push_bind(&file.hash)
+                    .push_bind(&file.canonical)
+                    .push_bind(&file.source_path)
+                    .push_bind(&file.source_text)
+                    .push_bind(&now);
+            });
+            q.build().execute(&mut *tx).await.doing(ACTION)?;
+        }
+        for chunk in new_tools.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO tools (name, active_version, file_version, pinned, updated_at) ",
+            );
+            q.push_values(chunk, |mut row, (name, version)| {
+                row.push_bind(*name)
+                    .push_bind(*version)
+                    .push_bind(*version)
+                    .push_bind(0_i64)
+                    .push_bind(&now);
+            });
+            q.build().execute(&mut *tx).await.doing(ACTION)?;
+        }
+        for (state, active, file) in updates {
+            set_versions(&mut tx, state, active, file, &now)
+                .await
+                .doing(ACTION)?;
         }
         for state in states.values() {
             if !names.contains(state.name.as_str()) {
@@ -356,41 +386,49 @@ async fn state_of(
     }
 }
 
-/// The version number of `file`'s content, adding it if it is new.
-async fn version_for(
-    tx: &mut Transaction<'static, Sqlite>,
-    file: &SpecFile,
-    now: &str,
-) -> Result<i64, sqlx::Error> {
-    let existing: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM tool_versions WHERE tool = ? AND hash = ?")
-            .bind(&file.name)
-            .bind(&file.hash)
-            .fetch_optional(&mut **tx)
-            .await?;
-    if let Some(v) = existing {
-        return Ok(v);
+/// Rows per multi-row INSERT: 7 values each stays far below SQLite's
+/// limit on bound parameters (32,766).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Every (tool, hash) → version already stored, and each tool's latest
+/// version: what deciding a file's version number needs.
+#[derive(Debug, Default)]
+struct KnownVersions {
+    by_hash: HashMap<(String, String), i64>,
+    latest: HashMap<String, i64>,
+}
+
+impl KnownVersions {
+    /// `file`'s version number, and whether it is new (to be inserted). A
+    /// new one is the tool's next number, so history is never renumbered.
+    fn version_for(&mut self, file: &SpecFile) -> (i64, bool) {
+        let key = (file.name.clone(), file.hash.clone());
+        if let Some(v) = self.by_hash.get(&key) {
+            return (*v, false);
+        }
+        let latest = self.latest.entry(file.name.clone()).or_insert(0);
+        *latest += 1;
+        self.by_hash.insert(key, *latest);
+        (*latest, true)
     }
-    let next: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(version), 0) + 1 FROM tool_versions WHERE tool = ?",
-    )
-    .bind(&file.name)
-    .fetch_one(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO tool_versions (tool, version, hash, canonical, source_path, source_text, first_seen) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&file.name)
-    .bind(next)
-    .bind(&file.hash)
-    .bind(&file.canonical)
-    .bind(&file.source_path)
-    .bind(&file.source_text)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(next)
+}
+
+async fn known_versions(
+    tx: &mut Transaction<'static, Sqlite>,
+) -> Result<KnownVersions, sqlx::Error> {
+    let rows = sqlx::query("SELECT tool, hash, version FROM tool_versions")
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut known = KnownVersions::default();
+    for row in &rows {
+        let tool: String = row.try_get("tool")?;
+        let hash: String = row.try_get("hash")?;
+        let version: i64 = row.try_get("version")?;
+        let latest = known.latest.entry(tool.clone()).or_insert(0);
+        *latest = (*latest).max(version);
+        known.by_hash.insert((tool, hash), version);
+    }
+    Ok(known)
 }
 
 /// Update a tool's versions, touching `updated_at` only if something changed
