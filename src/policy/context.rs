@@ -19,9 +19,21 @@ use serde_json::{Map, Value};
 
 use super::schema;
 
-/// Cedar parses type names with its full grammar; do it once, not per call.
+/// Cedar parses type names with its full grammar; do it once, not per call
+/// (or per generated allow-list link at start-up).
 static PRINCIPAL: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("Principal"));
 static ROLE: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("Role"));
+static TOOL: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("Tool"));
+static ACTION: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("Action"));
+
+/// The entity types of tollgate's Cedar schema.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Principal,
+    Role,
+    Tool,
+    Action,
+}
 
 fn type_name(kind: &str) -> EntityTypeName {
     // A fixed identifier in a fixed namespace: parsing cannot fail.
@@ -29,14 +41,15 @@ fn type_name(kind: &str) -> EntityTypeName {
         .expect("fixed Cedar type name")
 }
 
-/// `Tollgate::Principal::"<id>"`.
-pub fn principal(id: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(PRINCIPAL.clone(), EntityId::new(id))
-}
-
-/// `Tollgate::Role::"<id>"`.
-pub fn role(id: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(ROLE.clone(), EntityId::new(id))
+/// `Tollgate::<kind>::"<id>"`.
+pub fn uid(kind: Kind, id: &str) -> EntityUid {
+    let ty = match kind {
+        Kind::Principal => &*PRINCIPAL,
+        Kind::Role => &*ROLE,
+        Kind::Tool => &*TOOL,
+        Kind::Action => &*ACTION,
+    };
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
 }
 
 /// The last second's `datetime(...)` expression. Building one parses the

@@ -28,8 +28,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Decision, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use cedar_policy::{SlotId, Template};
 use chrono::{DateTime, Utc};
@@ -38,6 +38,7 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::CompiledTool;
 use crate::principals::Principals;
+use context::{Kind, uid};
 pub use source::Source;
 
 /// One problem with the policies, located as precisely as Cedar allows.
@@ -378,8 +379,8 @@ impl PolicyEngine {
             .tools
             .get(call.tool)
             .ok_or_else(|| format!("tool `{}` is not known to the policy engine", call.tool))?;
-        let principal = context::principal(call.principal);
-        let roles: HashSet<EntityUid> = call.roles.iter().map(|r| context::role(r)).collect();
+        let principal = uid(Kind::Principal, call.principal);
+        let roles: HashSet<EntityUid> = call.roles.iter().map(|r| uid(Kind::Role, r)).collect();
         let mut entities: Vec<Entity> = roles
             .iter()
             .map(|r| Entity::new_no_attrs(r.clone(), HashSet::new()))
@@ -503,18 +504,11 @@ fn add_allow_link(set: &mut PolicySet, link: &source::AllowLink) -> Result<(), S
         set.add_template(template).map_err(|e| e.to_string())?;
     }
     let slots = HashMap::from([
-        (SlotId::principal(), uid("Role", &link.role)),
-        (SlotId::resource(), uid("Tool", &link.tool)),
+        (SlotId::principal(), uid(Kind::Role, &link.role)),
+        (SlotId::resource(), uid(Kind::Tool, &link.tool)),
     ]);
     set.link(template_id, PolicyId::new(&link.id), slots)
         .map_err(|e| e.to_string())
-}
-
-fn uid(kind: &str, id: &str) -> EntityUid {
-    // The type names are fixed identifiers, so parsing them cannot fail.
-    let ty = EntityTypeName::from_str(&format!("{}::{kind}", schema::NAMESPACE))
-        .expect("fixed Cedar type name");
-    EntityUid::from_type_name_and_id(ty, EntityId::new(id))
 }
 
 fn tool_facts(tool: &CompiledTool, args_type: Value) -> Result<ToolFacts, String> {
@@ -552,12 +546,10 @@ fn tool_facts(tool: &CompiledTool, args_type: Value) -> Result<ToolFacts, String
         ),
         ("tags".to_owned(), RestrictedExpression::new_set(tags)),
     ]);
-    let entity = Entity::new(uid("Tool", name), attrs, HashSet::new())
+    let entity = Entity::new(uid(Kind::Tool, name), attrs, HashSet::new())
         .map_err(|e| format!("cannot describe tool `{name}` to the policy engine: {e}"))?;
-    let action_ty = EntityTypeName::from_str(&format!("{}::Action", schema::NAMESPACE))
-        .map_err(|e| e.to_string())?;
     Ok(ToolFacts {
-        action: EntityUid::from_type_name_and_id(action_ty, EntityId::new(name)),
+        action: uid(Kind::Action, name),
         entity,
         args_type,
     })
