@@ -86,10 +86,7 @@ pub struct Facts<'a> {
 /// Build the context. `Err` names what cannot be represented (an integer
 /// beyond 64 bits), so the call is denied rather than judged on part of it.
 pub fn build(facts: &Facts<'_>) -> Result<Context, String> {
-    let args = match schema::cedar_value(facts.args_type, &Value::Object(facts.args.clone()), "")? {
-        Some(v) => restricted(v),
-        None => RestrictedExpression::new_record(Vec::new()).map_err(|e| e.to_string())?,
-    };
+    let args = restricted(schema::cedar_args(facts.args_type, facts.args)?);
     let now = facts.now;
     let pairs = [
         ("args".to_owned(), args),

@@ -19,6 +19,7 @@
 //! of a policy's text ever reaches a client.
 
 mod context;
+mod memo;
 pub mod schema;
 pub mod source;
 
@@ -106,6 +107,10 @@ struct ToolFacts {
     action: EntityUid,
     entity: Entity,
     args_type: Value,
+    /// No policy that could apply to this tool reads `context`, so its
+    /// decisions depend only on (principal, roles) and are remembered
+    /// (see [`memo`]).
+    memoize: bool,
 }
 
 /// The loaded, validated policy set. Shared by all calls.
@@ -117,6 +122,7 @@ pub struct PolicyEngine {
     sources: Vec<Source>,
     tools: HashMap<String, ToolFacts>,
     meta: HashMap<String, PolicyMeta>,
+    memo: memo::Memo,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -332,6 +338,7 @@ impl PolicyEngine {
         for w in validated.validation_warnings() {
             tracing::warn!(policy = %w.policy_id(), "policy warning: {w}");
         }
+        mark_memoizable(&set, &mut facts);
         Ok(PolicyEngine {
             hash: source::hash(&sources),
             set,
@@ -340,6 +347,7 @@ impl PolicyEngine {
             sources,
             tools: facts,
             meta,
+            memo: memo::Memo::default(),
         })
     }
 
@@ -379,6 +387,26 @@ impl PolicyEngine {
             .tools
             .get(call.tool)
             .ok_or_else(|| format!("tool `{}` is not known to the policy engine", call.tool))?;
+        if !tool.memoize {
+            return self.judge(tool, call).map(|(verdict, _)| verdict);
+        }
+        // Arguments no policy reads must still be representable: a call is
+        // refused rather than judged on part of its facts, memo or not.
+        schema::cedar_args(&tool.args_type, call.args)?;
+        let key = memo::key(call.tool, call.principal, call.roles);
+        if let Some(verdict) = self.memo.get(&key) {
+            return Ok(verdict);
+        }
+        let (verdict, clean) = self.judge(tool, call)?;
+        if clean {
+            self.memo.put(key, &verdict);
+        }
+        Ok(verdict)
+    }
+
+    /// Ask Cedar. The flag says the evaluation reported no errors (only
+    /// such verdicts are remembered, so every call logs its warnings).
+    fn judge(&self, tool: &ToolFacts, call: &CallFacts<'_>) -> Result<(Verdict, bool), String> {
         let principal = uid(Kind::Principal, call.principal);
         let roles: HashSet<EntityUid> = call.roles.iter().map(|r| uid(Kind::Role, r)).collect();
         let mut entities: Vec<Entity> = roles
@@ -407,6 +435,7 @@ impl PolicyEngine {
         let response = self
             .authorizer
             .is_authorized(&request, &self.set, &entities);
+        let clean = response.diagnostics().errors().next().is_none();
         for err in response.diagnostics().errors() {
             // Cedar skips a policy that errors; say which, without values.
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
@@ -418,7 +447,7 @@ impl PolicyEngine {
             .map(ToString::to_string)
             .collect();
         reasons.sort();
-        Ok(match response.decision() {
+        let verdict = match response.decision() {
             Decision::Allow => {
                 let direct: Vec<String> = reasons
                     .iter()
@@ -467,7 +496,8 @@ impl PolicyEngine {
                     message,
                 }
             }
-        })
+        };
+        Ok((verdict, clean))
     }
 
     fn approval_of(&self, id: &str) -> Option<&str> {
@@ -511,6 +541,28 @@ fn add_allow_link(set: &mut PolicySet, link: &source::AllowLink) -> Result<(), S
         .map_err(|e| e.to_string())
 }
 
+/// Set [`ToolFacts::memoize`] for each tool no context-reading policy can
+/// apply to. Links are judged by their template's text, read once.
+fn mark_memoizable(set: &PolicySet, tools: &mut HashMap<String, ToolFacts>) {
+    let mut by_template: HashMap<PolicyId, bool> = HashMap::new();
+    let readers: Vec<&cedar_policy::Policy> = set
+        .policies()
+        .filter(|p| match p.template_id() {
+            None => memo::reads_context(p),
+            Some(t) => *by_template.entry(t.clone()).or_insert_with(|| {
+                set.template(t)
+                    .is_none_or(|t| t.to_json().map_or(true, |j| memo::mentions_context(&j)))
+            }),
+        })
+        .collect();
+    for facts in tools.values_mut() {
+        let resource = facts.entity.uid();
+        facts.memoize = !readers
+            .iter()
+            .any(|p| memo::may_apply(p, &facts.action, &resource));
+    }
+}
+
 fn tool_facts(tool: &CompiledTool, args_type: Value) -> Result<ToolFacts, String> {
     let name = &tool.spec.name;
     let ann = tool.spec.annotations.clone().unwrap_or_default();
@@ -552,6 +604,7 @@ fn tool_facts(tool: &CompiledTool, args_type: Value) -> Result<ToolFacts, String
         action: uid(Kind::Action, name),
         entity,
         args_type,
+        memoize: false,
     })
 }
 

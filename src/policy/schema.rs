@@ -114,6 +114,12 @@ pub fn cedar_value(ty: &Value, value: &Value, path: &str) -> Result<Option<Value
     Ok(out)
 }
 
+/// A call's arguments (a JSON object) reduced to the tool's `args` record
+/// type `ty`, as [`cedar_value`] does, without copying them first.
+pub fn cedar_args(ty: &Value, args: &Map<String, Value>) -> Result<Value, String> {
+    record_value(ty, args, "")
+}
+
 /// JSON Schema's `integer` accepts `5.0`; Cedar needs the `5`.
 fn whole_f64(value: &Value) -> Option<i64> {
     let f = value.as_f64()?;

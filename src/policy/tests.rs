@@ -255,3 +255,98 @@ fn hash_changes_with_the_text() {
     assert_ne!(a.hash(), b.hash());
     assert_eq!(a.hash(), engine(RULES).unwrap().hash());
 }
+
+fn memoized(e: &PolicyEngine, tool: &str) -> bool {
+    e.tools.get(tool).is_some_and(|t| t.memoize)
+}
+
+#[test]
+fn only_tools_no_context_policy_can_reach_are_memoized() {
+    // RULES read context, but all are scoped to issue_refund.
+    let e = engine(RULES).unwrap();
+    assert!(!memoized(&e, "issue_refund"));
+    assert!(memoized(&e, "echo"));
+    // A context rule on every tool (unscoped, or through the action
+    // group) reaches echo too.
+    for scope in [
+        "action",
+        "action in Tollgate::Action::\"tools/call\"",
+        "action, resource is Tollgate::Tool",
+    ] {
+        let (action, resource) = match scope.split_once(", ") {
+            Some((a, r)) => (a.to_owned(), r.to_owned()),
+            None => (scope.to_owned(), "resource".to_owned()),
+        };
+        let rules = format!(
+            "{RULES}\n@id(\"stdio-only\") forbid (principal, {action}, {resource}) unless {{ context.transport == \"stdio\" }};\n"
+        );
+        let e = engine(&rules).unwrap();
+        assert!(!memoized(&e, "echo"), "{scope}");
+    }
+    // A rule on echo that reads only the tool's facts keeps the memo.
+    let rules = format!(
+        "{RULES}\n@id(\"no-destructive\") forbid (principal, action, resource == Tollgate::Tool::\"echo\") when {{ resource.destructive }};\n"
+    );
+    assert!(memoized(&engine(&rules).unwrap(), "echo"));
+}
+
+/// A remembered decision is the decision: same verdict for the same
+/// (tool, principal, roles), a different one when the roles differ, and
+/// nothing remembered for a tool whose policies read the arguments.
+#[test]
+fn memoized_decisions_equal_fresh_ones() {
+    let e = engine(RULES).unwrap();
+    let fresh = engine(RULES).unwrap();
+    for round in 0..3 {
+        for (who, role) in [("agent-1", "support"), ("fin-1", "finance"), ("x", "none")] {
+            let args = json!({"m": format!("round {round}")});
+            let roles = vec![role.to_owned()];
+            let args_map = args.as_object().cloned().unwrap();
+            let facts = CallFacts {
+                principal: who,
+                roles: &roles,
+                tool: "echo",
+                args: &args_map,
+                transport: "http",
+                auth_method: "api_key",
+                now: Utc::now(),
+            };
+            let (uncached, _) = fresh.judge(&fresh.tools["echo"], &facts).unwrap();
+            assert_eq!(e.decide(&facts), uncached, "{who} round {round}");
+        }
+    }
+    assert_eq!(e.memo.len(), 3);
+    // issue_refund reads context: its verdicts vary with the arguments and
+    // none is remembered.
+    assert!(matches!(
+        decide(&e, "agent-1", "support", "issue_refund", refund(1)),
+        Verdict::Allow { .. }
+    ));
+    assert!(matches!(
+        decide(&e, "agent-1", "support", "issue_refund", refund(100001)),
+        Verdict::Deny { .. }
+    ));
+    assert_eq!(e.memo.len(), 3);
+}
+
+#[test]
+fn memoized_tools_still_refuse_arguments_cedar_cannot_hold() {
+    const TYPED: &str = "name: counter\ndescription: d\ninput_schema: {type: object, properties: {n: {type: integer}}}\nallow: [support]\nrun: {static: {text: ok}}\n";
+    let tools = [tool(TYPED)];
+    let principals = Principals::parse(PRINCIPALS).unwrap();
+    let sources = vec![source::generated(
+        tools
+            .iter()
+            .map(|t| (t.spec.name.as_str(), t.spec.allow.as_slice())),
+    )];
+    let e = PolicyEngine::from_sources(sources, tools.iter(), Some(&principals)).unwrap();
+    assert!(memoized(&e, "counter"));
+    assert!(matches!(
+        decide(&e, "agent-1", "support", "counter", json!({"n": 3})),
+        Verdict::Allow { .. }
+    ));
+    match decide(&e, "agent-1", "support", "counter", json!({"n": 1e30})) {
+        Verdict::Deny { message, .. } => assert!(message.contains("`n`"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
