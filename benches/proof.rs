@@ -46,6 +46,11 @@ use tollgate::spec::ToolSpec;
 use tollgate::spec::model::{Rate, RateLimits};
 use tollgate::store::{ReceiptFilter, ReceiptWriter, Store};
 
+/// The allocator the `tollgate` binary uses (src/main.rs), so in-process
+/// figures match the shipped program.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECTIONS: &[&str] = &["writer", "verify", "list", "startup", "limiter"];
 
 fn main() {

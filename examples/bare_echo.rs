@@ -2,7 +2,7 @@
 //! measured against (see BENCHMARKS.md).
 //!
 //! Same stack as `tollgate serve` (rmcp 3.9 Streamable HTTP on axum, a
-//! `LocalSessionManager`, TCP_NODELAY, rmcp's default loopback-only
+//! `LocalSessionManager`, TCP_NODELAY, mimalloc, rmcp's default loopback-only
 //! allowed hosts; or rmcp's stdio transport), and nothing else: no
 //! authentication, no database, no validation, no limits, no receipts.
 //!
@@ -25,6 +25,11 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::json;
+
+/// The same allocator as `tollgate` (see src/main.rs), so the ratio
+/// measures governance, not allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(about = "A bare rmcp echo server (no auth, no db, no governance), for benchmarks")]
