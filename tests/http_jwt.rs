@@ -58,6 +58,39 @@ async fn a_valid_jwt_calls_with_the_token_roles_and_is_receipted() {
     client.cancel().await.unwrap();
 }
 
+/// Decisions for role-only tools are remembered per (tool, principal,
+/// roles). One subject presenting different roles in different tokens must
+/// get each token's own decision, in either order, on one running server.
+#[tokio::test]
+async fn one_subject_with_other_roles_gets_the_other_decision() {
+    let (f, _jwks, key) = setup().await;
+    let server = HttpTollgate::start(&f, &[]).await;
+    for roles in [&["viewer"][..], &["nothing"], &["viewer"], &["nothing"]] {
+        let token = key.sign(&claims(ISS, AUD, "svc-same", roles));
+        let client = server.client(&token).await.expect("connect with JWT");
+        let r = client
+            .call_tool(call_params("echo", json!({"message": "m"})))
+            .await
+            .unwrap();
+        let rec = f.receipt(&receipt_id(&r)).await;
+        assert_eq!(rec["principal"], "svc-same");
+        assert_eq!(rec["roles"], format!(r#"["{}"]"#, roles[0]));
+        if roles == ["viewer"] {
+            assert_eq!(text(&r), "m", "{roles:?}");
+            assert_eq!(rec["decision"], "allowed", "{roles:?}");
+        } else {
+            assert_eq!(r.is_error, Some(true), "{roles:?}");
+            assert!(
+                text(&r).starts_with("permission denied: no policy permits principal `svc-same`"),
+                "{}",
+                text(&r)
+            );
+            assert_eq!(rec["decision"], "denied", "{roles:?}");
+        }
+        client.cancel().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn expired_wrong_audience_and_wrong_signature_get_401_and_run_nothing() {
     let (f, _jwks, key) = setup().await;
