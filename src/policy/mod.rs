@@ -322,11 +322,7 @@ impl PolicyEngine {
                 return Err(issues);
             }
         };
-        let validator = Validator::new(for_validator);
-        let validated = validator.validate(&set, ValidationMode::Strict);
-        // The validator owns a copy of the schema; freeing it takes ~10 ms
-        // for 1,000 tools and nothing waits for it, so start-up does not.
-        std::thread::spawn(move || drop(validator));
+        let validated = Validator::new(for_validator).validate(&set, ValidationMode::Strict);
         for e in validated.validation_errors() {
             let id = e.policy_id().to_string();
             let (file, text) = located
