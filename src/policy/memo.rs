@@ -44,18 +44,16 @@ pub fn may_apply(policy: &Policy, action: &EntityUid, resource: &EntityUid) -> b
     action_may && resource_may
 }
 
-/// Does `policy`'s condition mention the `context` variable? Read from
-/// Cedar's JSON form of the policy, where a variable is `{"Var": "context"}`;
-/// a string that happens to say "context" is `{"Value": ...}` and does not
-/// count. A policy Cedar cannot render counts as reading it.
-pub fn reads_context(policy: &Policy) -> bool {
-    match policy.to_json() {
-        Ok(json) => mentions_context(&json),
-        Err(_) => true,
-    }
+/// Does a policy's (or template's) condition mention the `context`
+/// variable? Read from Cedar's JSON form (`to_json()`), where a variable is
+/// `{"Var": "context"}`; a string that happens to say "context" is
+/// `{"Value": ...}` and does not count. A policy Cedar cannot render counts
+/// as reading it.
+pub fn reads_context<E>(json: Result<Value, E>) -> bool {
+    json.map_or(true, |json| mentions_context(&json))
 }
 
-pub fn mentions_context(json: &Value) -> bool {
+fn mentions_context(json: &Value) -> bool {
     match json {
         Value::Object(map) => {
             map.get("Var").and_then(Value::as_str) == Some("context")
@@ -127,23 +125,27 @@ mod tests {
         Policy::from_str(text).unwrap()
     }
 
+    fn reads(text: &str) -> bool {
+        reads_context(policy(text).to_json())
+    }
+
     #[test]
     fn finds_context_only_as_a_variable() {
-        assert!(reads_context(&policy(
+        assert!(reads(
             r#"forbid (principal, action, resource) when { context.args.url like "*x*" };"#
-        )));
-        assert!(reads_context(&policy(
+        ));
+        assert!(reads(
             r#"permit (principal, action, resource) when { context has args };"#
-        )));
-        assert!(reads_context(&policy(
+        ));
+        assert!(reads(
             r#"permit (principal, action, resource) unless { [1, 2].contains(context.hour) };"#
-        )));
-        assert!(!reads_context(&policy(
+        ));
+        assert!(!reads(
             r#"permit (principal, action, resource) when { resource.name == "context" };"#
-        )));
-        assert!(!reads_context(&policy(
+        ));
+        assert!(!reads(
             r#"permit (principal in Tollgate::Role::"a", action, resource);"#
-        )));
+        ));
     }
 
     #[test]

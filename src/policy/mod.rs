@@ -548,10 +548,10 @@ fn mark_memoizable(set: &PolicySet, tools: &mut HashMap<String, ToolFacts>) {
     let readers: Vec<&cedar_policy::Policy> = set
         .policies()
         .filter(|p| match p.template_id() {
-            None => memo::reads_context(p),
+            None => memo::reads_context(p.to_json()),
             Some(t) => *by_template.entry(t.clone()).or_insert_with(|| {
                 set.template(t)
-                    .is_none_or(|t| t.to_json().map_or(true, |j| memo::mentions_context(&j)))
+                    .is_none_or(|t| memo::reads_context(t.to_json()))
             }),
         })
         .collect();
