@@ -144,6 +144,10 @@ labels! {
         Approved = "approved",
         /// An approver refused a pending call.
         ApprovalDenied = "approval_denied",
+        /// Someone tried to approve or deny a pending call and was refused
+        /// (it was their own request, or they lack the approver role);
+        /// the approval stays pending. The attempt is evidence too.
+        ApprovalRefused = "approval_refused",
         /// The idempotency key was seen before: the stored result was returned
         /// and nothing ran (see `replay_of`).
         Replayed = "replayed",

@@ -661,6 +661,22 @@ async fn a_large_refund_waits_for_finance() {
     assert_eq!(peer.status.code(), Some(1), "{}", stderr(&peer));
     assert!(stderr(&peer).contains("`finance`"), "{}", stderr(&peer));
     assert_eq!(desk.refunds_for("ord_2002").await, 0);
+    // Each refused attempt is evidence: a receipt named in the error.
+    let mut refused = Vec::new();
+    for (out, who) in [(&own, "agent-1"), (&peer, "agent-2")] {
+        let err = stderr(out);
+        let id = err
+            .trim_end()
+            .rsplit_once("this attempt is receipt ")
+            .map(|(_, id)| id.to_owned())
+            .unwrap_or_else(|| panic!("the refusal names its receipt: {err}"));
+        let r = desk.run_json(&["receipts", "show", &id, "--json"]);
+        assert_eq!(r["decision"], "approval_refused", "{r}");
+        assert_eq!(r["outcome"], "not_run", "{r}");
+        assert_eq!(r["principal"], who, "{r}");
+        assert_eq!(r["approval_id"], approval.as_str(), "{r}");
+        refused.push(id);
+    }
     assert_eq!(
         desk.run_json(&["approvals", "list", "--json"])[0]["status"],
         "pending"
@@ -720,21 +736,29 @@ async fn a_large_refund_waits_for_finance() {
     let ask_id = receipt_id(&asked);
     let again_id = receipt_id(&again);
     let result_id = receipt_id(&result);
-    assert_eq!(steps.len(), 5, "{steps:?}");
+    assert_eq!(steps.len(), 7, "{steps:?}");
     assert_eq!(steps[0], ("pending_approval", "agent-1", ask_id.as_str()));
     assert_eq!(steps[1], ("pending_approval", "agent-1", again_id.as_str()));
-    assert_eq!((steps[2].0, steps[2].1), ("approved", "fin-1"));
-    assert_eq!(steps[3], ("allowed", "agent-1", run_receipt.as_str()));
-    assert_eq!(steps[4], ("replayed", "agent-1", result_id.as_str()));
+    assert_eq!(
+        steps[2],
+        ("approval_refused", "agent-1", refused[0].as_str())
+    );
+    assert_eq!(
+        steps[3],
+        ("approval_refused", "agent-2", refused[1].as_str())
+    );
+    assert_eq!((steps[4].0, steps[4].1), ("approved", "fin-1"));
+    assert_eq!(steps[5], ("allowed", "agent-1", run_receipt.as_str()));
+    assert_eq!(steps[6], ("replayed", "agent-1", result_id.as_str()));
     for r in story {
         assert_eq!(r["approval_id"], approval.as_str(), "linked: {r}");
     }
     assert!(
-        story[2]["reason"].as_str().unwrap().ends_with(": ok"),
+        story[4]["reason"].as_str().unwrap().ends_with(": ok"),
         "the note is receipted: {}",
-        story[2]["reason"]
+        story[4]["reason"]
     );
-    let run = &story[3];
+    let run = &story[5];
     assert!(
         run["reason"].as_str().unwrap().contains("fin-1"),
         "the run names its approver: {}",

@@ -23,7 +23,8 @@ pub enum ReceiptsCmd {
         #[arg(long)]
         principal: Option<String>,
         /// allowed, denied, rate_limited, invalid, unknown_tool, unavailable,
-        /// pending_approval, approved, approval_denied, replayed, conflict or over_budget
+        /// pending_approval, approved, approval_denied, approval_refused, replayed, conflict or
+        /// over_budget
         #[arg(long)]
         decision: Option<Decision>,
         /// Only receipts newer than this, e.g. 30m, 1h, 7d.

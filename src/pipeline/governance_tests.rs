@@ -10,7 +10,7 @@ use super::*;
 use crate::catalog::{Catalog, compile};
 use crate::config::{BudgetConfig, BudgetPeriod};
 use crate::policy::{PolicyEngine, Source, source};
-use crate::receipt::Decision;
+use crate::receipt::{Decision, Outcome};
 use crate::store::Store;
 
 const PRINCIPALS: &str = "roles: {support: s, finance: f}\nprincipals:\n  agent-1: {roles: [support]}\n  agent-2: {roles: [support]}\n  fin-1: {roles: [finance]}\n";
@@ -229,10 +229,35 @@ async fn an_approval_runs_once_as_the_requester() {
     assert!(own.to_string().contains("four eyes"), "{own}");
     let role = h
         .pipeline
-        .decide_approval(&id, &p("agent-2"), true, None)
+        .decide_approval(&id, &p("agent-2"), false, Some("nope"))
         .await
         .unwrap_err();
     assert!(role.to_string().contains("role `finance`"), "{role}");
+    // Both refused attempts are receipted, named in the error, and change nothing.
+    for (err, who, verb) in [(&own, "agent-1", "approve"), (&role, "agent-2", "deny")] {
+        let ApprovalError::Refused {
+            receipt: Some(receipt),
+            ..
+        } = err
+        else {
+            panic!("a refused attempt with its receipt: {err:?}");
+        };
+        assert!(
+            err.to_string()
+                .ends_with(&format!("this attempt is receipt {receipt}"))
+        );
+        let r = h.store.get_receipt(receipt).await.unwrap().unwrap().content;
+        assert_eq!(r.decision, Decision::ApprovalRefused);
+        assert_eq!(r.outcome, Outcome::NotRun);
+        assert_eq!(r.principal.as_deref(), Some(who));
+        assert_eq!(r.approval_id.as_deref(), Some(id.as_str()));
+        let reason = r.reason.unwrap_or_default();
+        assert!(reason.starts_with(&format!("{who} tried to {verb} the call of `refund` requested by agent-1 ({id}) and was refused: ")), "{reason}");
+    }
+    assert_eq!(
+        h.store.get_approval(&id).await.unwrap().unwrap().status,
+        "pending"
+    );
     let done = h
         .pipeline
         .decide_approval(&id, &p("fin-1"), true, Some("ok"))
@@ -270,6 +295,8 @@ async fn an_approval_runs_once_as_the_requester() {
         [
             Decision::PendingApproval,
             Decision::PendingApproval,
+            Decision::ApprovalRefused,
+            Decision::ApprovalRefused,
             Decision::Approved,
             Decision::Allowed,
             Decision::Replayed

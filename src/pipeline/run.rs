@@ -27,6 +27,21 @@ pub enum ApprovalError {
     NotFound(String),
     #[error("approval `{id}` is {status}, not pending; nothing was changed")]
     NotPending { id: String, status: String },
+    /// The approver may not decide this approval. The attempt is receipted
+    /// (`approval_refused`); `receipt` is that receipt's id when it was
+    /// committed.
+    #[error("{why}; this attempt is receipt {}", receipt.as_deref().unwrap_or("none (not committed)"))]
+    Refused {
+        why: Refusal,
+        receipt: Option<String>,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why an approver may not decide a pending approval.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
     #[error(
         "`{approver}` cannot decide approval `{id}`: only a holder of the role `{role}` can, and `{approver}` holds {held}"
     )]
@@ -40,8 +55,6 @@ pub enum ApprovalError {
         "`{0}` asked for this call and cannot approve or deny it; four eyes means someone else decides"
     )]
     OwnRequest(String),
-    #[error("{0}")]
-    Store(#[from] StoreError),
 }
 
 /// What an approver's decision led to.
@@ -178,12 +191,11 @@ impl Pipeline {
                 status: approval.status,
             });
         }
-        if approver.name() == approval.principal {
-            return Err(ApprovalError::OwnRequest(approver.name().to_owned()));
-        }
-        if !approver.roles().contains(&approval.approver_role) {
-            return Err(ApprovalError::WrongRole {
-                id,
+        let refusal = if approver.name() == approval.principal {
+            Some(Refusal::OwnRequest(approver.name().to_owned()))
+        } else if !approver.roles().contains(&approval.approver_role) {
+            Some(Refusal::WrongRole {
+                id: id.clone(),
                 approver: approver.name().to_owned(),
                 role: approval.approver_role.clone(),
                 held: if approver.roles().is_empty() {
@@ -191,7 +203,24 @@ impl Pipeline {
                 } else {
                     format!("only {}", approver.roles().join(", "))
                 },
-            });
+            })
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            // A refused attempt changes nothing, but who tried is evidence.
+            let verb = if approve { "approve" } else { "deny" };
+            let reason = format!(
+                "{} tried to {verb} the call of `{}` requested by {} ({}) and was refused: {why}",
+                approver.name(),
+                approval.tool,
+                approval.principal,
+                approval.id
+            );
+            let receipt = self
+                .record_decision(&approval, approver, Decision::ApprovalRefused, reason)
+                .await;
+            return Err(ApprovalError::Refused { why, receipt });
         }
         let status = if approve { "approved" } else { "denied" };
         if !store
@@ -205,8 +234,21 @@ impl Pipeline {
                 status: now.unwrap_or_else(|| "gone".into()),
             });
         }
+        let (decision, verb) = if approve {
+            (Decision::Approved, "approved")
+        } else {
+            (Decision::ApprovalDenied, "denied")
+        };
+        let reason = format!(
+            "{} {verb} the call of `{}` requested by {} ({}){}",
+            approver.name(),
+            approval.tool,
+            approval.principal,
+            approval.id,
+            note.map(|n| format!(": {n}")).unwrap_or_default()
+        );
         let decision_receipt = self
-            .record_decision(&approval, approver, approve, note)
+            .record_decision(&approval, approver, decision, reason)
             .await;
         let run = if approve {
             Some(self.run_approved(&approval, approver).await)
@@ -219,13 +261,14 @@ impl Pipeline {
         })
     }
 
-    /// The approver's act as a receipt (principal: the approver).
+    /// The approver's act, or refused attempt, as a receipt (principal: the
+    /// approver; outcome `not_run`).
     async fn record_decision(
         &self,
         approval: &Approval,
         approver: &Principal,
-        approve: bool,
-        note: Option<&str>,
+        decision: Decision,
+        reason: String,
     ) -> Option<String> {
         let origin = Origin {
             transport: "cli".into(),
@@ -244,19 +287,6 @@ impl Pipeline {
         }
         draft.approval(&approval.id);
         draft.policies(&approval.policy_set, &approval.policies);
-        let (decision, verb) = if approve {
-            (Decision::Approved, "approved")
-        } else {
-            (Decision::ApprovalDenied, "denied")
-        };
-        let reason = format!(
-            "{} {verb} the call of `{}` requested by {} ({}){}",
-            approver.name(),
-            approval.tool,
-            approval.principal,
-            approval.id,
-            note.map(|n| format!(": {n}")).unwrap_or_default()
-        );
         let receipt = draft.finish(decision, Some(reason), Outcome::NotRun, None);
         let id = receipt.id.clone();
         match super::record::record(&self.writer, receipt).await {
