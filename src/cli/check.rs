@@ -57,6 +57,7 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
             drop(out);
             let tools: Vec<_> = compiled.into_iter().map(std::sync::Arc::new).collect();
             let governed = super::policies::check_governance(settings, &tools, principals.as_ref());
+            super::leak_at_exit((loaded, tools));
             Ok(if principals.is_some() && governed {
                 0
             } else {

@@ -103,6 +103,7 @@ pub fn check_governance(
                 settings.policies.display(),
                 &engine.hash()[..12]
             );
+            super::leak_at_exit(engine);
         }
         Err(issues) => {
             print_policy_issues(settings, &issues);
