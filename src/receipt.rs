@@ -168,7 +168,9 @@ labels! {
         Error = "error",
         /// The tool ran out of time and was stopped.
         Timeout = "timeout",
-        /// The tool never ran (the decision was not `allowed`).
+        /// The tool never ran: the decision was not `allowed`, or, with
+        /// `allowed`, it could not start (connection refused, program not
+        /// found: the reason says which), so nothing was sent.
         NotRun = "not_run",
         /// tollgate shut down while the tool was running; whether its effect
         /// happened is unknown.
@@ -844,7 +846,7 @@ pub(crate) mod tests {
         let err = "alowed".parse::<Decision>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown decision \"alowed\"; expected one of: allowed, denied, rate_limited, invalid, unknown_tool, unavailable, pending_approval, approved, approval_denied, replayed, conflict, over_budget"
+            "unknown decision \"alowed\"; expected one of: allowed, denied, rate_limited, invalid, unknown_tool, unavailable, pending_approval, approved, approval_denied, approval_refused, replayed, conflict, over_budget"
         );
     }
 

@@ -812,6 +812,8 @@ const INVALID: (&str, &str) = ("invalid", "not_run");
 const OK: (&str, &str) = ("allowed", "ok");
 const FAILED: (&str, &str) = ("allowed", "error");
 const TIMED_OUT: (&str, &str) = ("allowed", "timeout");
+/// Allowed, but the tool could not start: nothing was sent or run.
+const NOT_STARTED: (&str, &str) = ("allowed", "not_run");
 
 /// Call each row's tool over one stdio session and check reply and receipt.
 async fn run_call_cases(f: &Fixture, cases: Vec<CallCase>) {
@@ -1180,9 +1182,9 @@ async fn command_output_and_arguments() {
             json!({}),
             true,
             exact(
-                "tool `no_program` failed: could not start `/no/such/program`: No such file or directory",
+                "tool `no_program` did not start: could not start `/no/such/program`: No such file or directory; nothing was sent or run, so it is safe to retry",
             ),
-            FAILED,
+            NOT_STARTED,
         ),
         call_case(
             "never_exits",
@@ -1612,9 +1614,9 @@ async fn hostile_http_upstream() {
             json!({"url": closed}),
             true,
             prefix(format!(
-                "tool `fetch` failed: GET {closed} failed: could not connect"
+                "tool `fetch` did not start: GET {closed} failed: could not connect"
             )),
-            FAILED,
+            NOT_STARTED,
         ),
     ];
     let started = Instant::now();

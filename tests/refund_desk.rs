@@ -360,6 +360,71 @@ fn assert_refused(result: &CallToolResult, want_decision: &str, prefix: &str) {
 // Idempotency.
 // ---------------------------------------------------------------------------
 
+/// A refund whose request never left (the payments API is down) is not
+/// remembered under its idempotency key: the retry, once the API is back,
+/// pays it, once.
+#[tokio::test]
+async fn a_refund_that_never_reached_the_api_is_paid_on_retry() {
+    let mut desk = Desk::start();
+    let agent = desk.client("agent-1").await;
+    let args = json!({"order_id": "ord_1500", "amount_cents": 900, "reason": "Late delivery"});
+    desk.api.stop();
+
+    let down = call(&agent, "issue_refund", args.clone()).await;
+    assert!(is_error(&down), "{}", text(&down));
+    assert_eq!(decision(&down), "allowed");
+    assert!(
+        text(&down).starts_with("tool `issue_refund` did not start: POST http://127.0.0.1:")
+            && text(&down).ends_with(
+                "failed: could not connect: Connection refused; nothing was sent or run, so it is safe to retry"
+            ),
+        "{}",
+        text(&down)
+    );
+    let receipt = desk.receipt(&receipt_id(&down)).await;
+    assert_eq!(receipt["decision"], "allowed", "{receipt}");
+    assert_eq!(receipt["outcome"], "not_run", "{receipt}");
+    assert_eq!(
+        receipt["cost_usd"],
+        Value::Null,
+        "nothing was charged: {receipt}"
+    );
+
+    // Back up: the same order is refunded now (the key was given back)…
+    desk.api.restart();
+    let paid = call(&agent, "issue_refund", args.clone()).await;
+    assert_eq!(decision(&paid), "allowed", "{}", text(&paid));
+    assert_refunded(&paid);
+    assert_eq!(desk.receipt(&receipt_id(&paid)).await["outcome"], "ok");
+    // …and only once: from here on the key holds this result.
+    let again = call(&agent, "issue_refund", args).await;
+    assert_eq!(decision(&again), "replayed", "{}", text(&again));
+    assert_eq!(
+        meta(&again, "tollgate/replay_of"),
+        Some(receipt_id(&paid).as_str())
+    );
+    assert_eq!(desk.refunds_for("ord_1500").await, 1);
+    // The call that never started costs nothing and uses no budget: one
+    // refund's fee and one call, in the totals and in the budget.
+    let costs = desk.run_json(&["costs", "--by", "principal", "--json"]);
+    let rows = costs["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{costs}");
+    assert_eq!(rows[0]["key"], "agent-1", "{costs}");
+    assert_eq!(rows[0]["calls"], 1, "{costs}");
+    assert!(
+        (rows[0]["usd"].as_f64().expect("usd") - 0.3).abs() < 1e-9,
+        "{costs}"
+    );
+    let budget = costs["budgets"]
+        .as_array()
+        .expect("budgets")
+        .iter()
+        .find(|b| b["budget"] == "support-refunds")
+        .unwrap_or_else(|| panic!("no support-refunds budget: {costs}"))
+        .clone();
+    assert_eq!(budget["calls"], 1, "{budget}");
+}
+
 #[tokio::test]
 async fn a_retried_refund_is_paid_once() {
     let desk = Desk::start();
@@ -606,6 +671,82 @@ async fn a_concurrent_duplicate_gets_the_running_calls_result() {
 // ---------------------------------------------------------------------------
 // Approvals.
 // ---------------------------------------------------------------------------
+
+/// An approved refund whose request never reached the API does not use the
+/// approval up: it is pending again, and the next approval pays it once.
+#[tokio::test]
+async fn an_approved_refund_that_could_not_start_is_pending_again() {
+    let mut desk = Desk::start();
+    let agent = desk.client("agent-1").await;
+    let args = json!({"order_id": "ord_2500", "amount_cents": 8000, "reason": "Never arrived"});
+    let asked = call(&agent, "issue_refund", args.clone()).await;
+    assert_eq!(decision(&asked), "pending_approval", "{}", text(&asked));
+    let approval = meta(&asked, "tollgate/approval_id")
+        .expect("approval id")
+        .to_owned();
+
+    desk.api.stop();
+    let first = desk.run(&["approvals", "approve", &approval, "--as", "fin-1"]);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    let out = stdout(&first);
+    assert!(out.contains("the call did not start; receipt: "), "{out}");
+    assert!(
+        out.contains("could not connect: Connection refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{approval} is pending again")),
+        "{out}"
+    );
+    let shown = desk.run_json(&["approvals", "show", &approval, "--json"]);
+    assert_eq!(shown["status"], "pending", "{shown}");
+    assert_eq!(shown["run_receipt"], Value::Null, "{shown}");
+    // The requester hears that it still waits, not a stored failure.
+    let waiting = call(&agent, "issue_refund", args.clone()).await;
+    assert_eq!(decision(&waiting), "pending_approval", "{}", text(&waiting));
+
+    desk.api.restart();
+    let second = desk.run(&["approvals", "approve", &approval, "--as", "fin-1"]);
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&second),
+        stderr(&second)
+    );
+    assert_eq!(desk.refunds_for("ord_2500").await, 1);
+    let repeat = call(&agent, "issue_refund", args).await;
+    assert_eq!(decision(&repeat), "replayed", "{}", text(&repeat));
+    assert_eq!(desk.refunds_for("ord_2500").await, 1);
+
+    // The story keeps both attempts: approved, not started, approved, paid.
+    let story = desk.run_json(&["receipts", "show", &receipt_id(&asked), "--json"]);
+    let steps: Vec<(String, String)> = story["approval_story"]
+        .as_array()
+        .expect("approval_story")
+        .iter()
+        .map(|r| (r["decision"].to_string(), r["outcome"].to_string()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("pending_approval", "not_run"),
+        ("approved", "not_run"),
+        ("allowed", "not_run"),
+        ("pending_approval", "not_run"),
+        ("approved", "not_run"),
+        ("allowed", "ok"),
+        ("replayed", "not_run"),
+    ]
+    .iter()
+    .map(|(d, o)| (format!("\"{d}\""), format!("\"{o}\"")))
+    .collect();
+    assert_eq!(steps, want);
+}
 
 #[tokio::test]
 async fn a_large_refund_waits_for_finance() {

@@ -183,6 +183,16 @@ async fn decide(
         return Ok(0);
     };
     let receipt = run.receipt_id.as_deref().unwrap_or("none (not committed)");
+    if decided.reopened {
+        println!("the call did not start; receipt: {receipt}");
+        if let Ok(out) = &run.body {
+            println!("{}", printable(&out.text));
+        }
+        println!(
+            "nothing was sent, so the approval was not used: {id} is pending again; approve it once the tool can run"
+        );
+        return Ok(EXIT_FAILED);
+    }
     match &run.body {
         Ok(out) if !out.is_error => {
             println!("the call ran once; receipt: {receipt}");

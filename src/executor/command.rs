@@ -246,7 +246,7 @@ impl CompiledCommand {
         }
         self.secrets
             .resolve(self.secret_names.iter().map(String::as_str))
-            .map_err(|e| ExecError::Failed(e.to_string()))
+            .map_err(|e| ExecError::NotStarted(e.to_string()))
     }
 
     fn render_argv(&self, args: Scope<'_>) -> Result<Vec<String>, ExecError> {
@@ -258,7 +258,7 @@ impl CompiledCommand {
                 continue;
             };
             if arg.contains('\0') {
-                return Err(ExecError::Failed(format!(
+                return Err(ExecError::NotStarted(format!(
                     "argv[{}] contains a NUL byte, which cannot be passed to a program",
                     i + 1
                 )));
@@ -286,13 +286,13 @@ impl CompiledCommand {
         for (name, template) in &self.set_env {
             // Every placeholder here is a secret, resolved above.
             let value = template.render(args).map_err(|absent| {
-                ExecError::Failed(format!(
+                ExecError::NotStarted(format!(
                     "set_env `{name}` needs secret `{}`, which is not defined",
                     absent.0.path[0]
                 ))
             })?;
             if value.contains('\0') {
-                return Err(ExecError::Failed(format!(
+                return Err(ExecError::NotStarted(format!(
                     "set_env `{name}` contains a NUL byte, which cannot be passed to a program"
                 )));
             }
@@ -365,13 +365,13 @@ impl CompiledCommand {
         if let Some(cwd) = &self.cwd
             && !cwd.is_dir()
         {
-            return ExecError::Failed(format!(
+            return ExecError::NotStarted(format!(
                 "could not start `{}`: working directory `{}` does not exist",
                 self.program,
                 cwd.display()
             ));
         }
-        ExecError::Failed(format!(
+        ExecError::NotStarted(format!(
             "could not start `{}`: {}",
             self.program,
             io_cause(e)
@@ -571,7 +571,7 @@ mod tests {
         let out = run("command: { argv: [/no/such/program] }", &[], json!({}), SEC).await;
         assert_eq!(
             out,
-            Err(ExecError::Failed(
+            Err(ExecError::NotStarted(
                 "could not start `/no/such/program`: No such file or directory".into()
             ))
         );
@@ -583,7 +583,7 @@ mod tests {
         )
         .await;
         assert!(
-            matches!(out, Err(ExecError::Failed(m)) if m.contains("working directory `/no/such/dir`"))
+            matches!(out, Err(ExecError::NotStarted(m)) if m.contains("working directory `/no/such/dir`"))
         );
     }
 
@@ -704,8 +704,8 @@ mod tests {
         assert_eq!(out.text, "--key=second-value|second-value|x-fixed-value");
         // Removed after start-up: the call fails, naming the secret only.
         std::fs::remove_file(dir.path().join("ROTATING")).unwrap();
-        let Err(ExecError::Failed(msg)) = compiled.run(&args(json!({})), SEC).await else {
-            panic!("expected a failure")
+        let Err(ExecError::NotStarted(msg)) = compiled.run(&args(json!({})), SEC).await else {
+            panic!("expected a failure before the program starts")
         };
         assert!(msg.starts_with("secret `ROTATING` is not defined"), "{msg}");
 

@@ -356,7 +356,7 @@ impl CompiledHttp {
                 continue;
             };
             let mut value = HeaderValue::from_str(&text).map_err(|_| {
-                ExecError::Failed(format!(
+                ExecError::NotStarted(format!(
                     "the value for header `{name}` contains characters not allowed in HTTP headers"
                 ))
             })?;
@@ -394,14 +394,14 @@ impl CompiledHttp {
         }
         self.secrets
             .resolve(self.secret_names.iter().map(String::as_str))
-            .map_err(|e| ExecError::Failed(e.to_string()))
+            .map_err(|e| ExecError::NotStarted(e.to_string()))
     }
 
     fn url(&self, args: Scope<'_>) -> Result<Url, Refusal> {
         let mut url = match &self.url {
             UrlTemplate::Whole(p) => {
                 let text = p.lookup(args).map(value_text).ok_or_else(|| {
-                    Refusal::Exec(ExecError::Failed(format!(
+                    Refusal::Exec(ExecError::NotStarted(format!(
                         "the URL comes from argument `{}`, which was not given",
                         p.path.join(".")
                     )))
@@ -421,7 +421,7 @@ impl CompiledHttp {
                     };
                     if p.root == Root::Secret && matches!(text.as_str(), "" | "." | "..") {
                         // Never show a secret's value, not even a harmless one.
-                        return Err(Refusal::Exec(ExecError::Failed(format!(
+                        return Err(Refusal::Exec(ExecError::NotStarted(format!(
                             "secret `{}` is empty, `.` or `..`, which cannot be used in the URL path",
                             p.path[0]
                         ))));
@@ -443,7 +443,7 @@ impl CompiledHttp {
                 let mut text = String::new();
                 for part in [path, rest] {
                     let rendered = part.render_encoded(args, encode).map_err(|absent| {
-                        Refusal::Exec(ExecError::Failed(match absent.0.root {
+                        Refusal::Exec(ExecError::NotStarted(match absent.0.root {
                             Root::Args => format!(
                                 "the URL needs argument `{}`, which was not given",
                                 absent.0.path.join(".")
@@ -545,6 +545,10 @@ async fn read_capped(
 
 /// A short, user-facing description of a request failure. Built from the
 /// error's causes, never its `Display`, which would include the full URL.
+///
+/// A failure to connect (refused, unreachable, DNS, TLS handshake, connect
+/// timeout) happens before any byte of the request is written, so it is
+/// [`ExecError::NotStarted`]; anything later may have reached the upstream.
 fn failure(e: &reqwest::Error, what: &str) -> ExecError {
     let mut cause: Option<String> = None;
     let mut source = std::error::Error::source(e);
@@ -571,7 +575,11 @@ fn failure(e: &reqwest::Error, what: &str) -> ExecError {
         message.push_str(": ");
         message.push_str(part);
     }
-    ExecError::Failed(message)
+    if e.is_connect() {
+        ExecError::NotStarted(message)
+    } else {
+        ExecError::Failed(message)
+    }
 }
 
 #[cfg(test)]
@@ -681,7 +689,7 @@ mod tests {
             );
         }
         let out = call(&yaml, &["id"], json!({}), SEC).await;
-        assert!(matches!(out, Err(ExecError::Failed(m)) if m.contains("needs argument `id`")));
+        assert!(matches!(out, Err(ExecError::NotStarted(m)) if m.contains("needs argument `id`")));
     }
 
     #[tokio::test]
@@ -780,7 +788,8 @@ mod tests {
             .unwrap()
             .port();
         let yaml = format!("http: {{ url: 'http://127.0.0.1:{port}/x?k=secret' }}");
-        let Err(ExecError::Failed(msg)) = call(&yaml, &[], json!({}), SEC).await else {
+        // Refused before any byte was sent: certain that nothing happened.
+        let Err(ExecError::NotStarted(msg)) = call(&yaml, &[], json!({}), SEC).await else {
             panic!("expected failure")
         };
         let want =

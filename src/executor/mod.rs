@@ -245,6 +245,12 @@ pub enum ExecError {
     /// What failed and why, ready to show to the caller.
     #[error("{0}")]
     Failed(String),
+    /// The tool never started, so nothing was sent or run: the connection
+    /// was refused, the program is missing, a secret is undefined, an
+    /// argument cannot be put into the request. Said only when that is
+    /// certain; a retry may then run the tool (see `pipeline::run`).
+    #[error("{0}")]
+    NotStarted(String),
 }
 
 /// The HTTP client for `http` tools: rustls, at most 5 redirects, only

@@ -112,6 +112,16 @@ async fn run(
             outcome: Outcome::Error,
             output: failure(format!("tool `{}` failed: {why}", tool.spec.name)),
         },
+        // Certain that nothing happened: the receipt says `not_run`, and the
+        // run stage gives back the idempotency key and the budget charge.
+        Err(ExecError::NotStarted(why)) => Executed {
+            elapsed,
+            outcome: Outcome::NotRun,
+            output: failure(format!(
+                "tool `{}` did not start: {why}; nothing was sent or run, so it is safe to retry",
+                tool.spec.name
+            )),
+        },
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Decided {
     pub decision_receipt: Option<String>,
     /// For an approval: the reply of the call's one run.
     pub run: Option<CallReply>,
+    /// The approved run did not start (nothing was sent), so the approval
+    /// is pending again: it was not used up.
+    pub reopened: bool,
 }
 
 impl Pipeline {
@@ -116,6 +119,16 @@ impl Pipeline {
             )));
         }
         let executed = execute(tool, &args, permit, &self.shutdown).await;
+        if executed.outcome == Outcome::NotRun {
+            // The tool never started: nothing to remember under the key (a
+            // retry may run it) and nothing to charge (its receipt has no
+            // cost either, see `Draft::finish`).
+            if let Some(key) = key {
+                key.release(store, &draft.id).await;
+            }
+            budget::adjust(store, &charges, -1, -fixed).await;
+            return Ok(Governed::Ran(executed));
+        }
         let actual = actual_cost(tool, &executed.output);
         draft.cost(actual);
         if let Some(actual) = actual {
@@ -250,14 +263,16 @@ impl Pipeline {
         let decision_receipt = self
             .record_decision(&approval, approver, decision, reason)
             .await;
-        let run = if approve {
-            Some(self.run_approved(&approval, approver).await)
+        let (run, reopened) = if approve {
+            let (reply, reopened) = self.run_approved(&approval, approver).await;
+            (Some(reply), reopened)
         } else {
-            None
+            (None, false)
         };
         Ok(Decided {
             decision_receipt,
             run,
+            reopened,
         })
     }
 
@@ -301,7 +316,10 @@ impl Pipeline {
     /// Run an approved call exactly once, as the requester. The version that
     /// was approved must still be the one served, and no forbid may apply
     /// now: an approval overrides the need for a permit, never a forbid.
-    async fn run_approved(&self, approval: &Approval, approver: &Principal) -> CallReply {
+    ///
+    /// A run that did not start (nothing was sent) does not use the
+    /// approval up: it goes back to pending, and the flag says so.
+    async fn run_approved(&self, approval: &Approval, approver: &Principal) -> (CallReply, bool) {
         let _running = self.shutdown.track();
         let origin = Origin {
             transport: "cli".into(),
@@ -319,7 +337,17 @@ impl Pipeline {
         draft.policies(&approval.policy_set, &approval.policies);
         draft.ran_because(format!("approved by {} ({})", approver.name(), approval.id));
         let governed = self.govern_approved(approval, &requester, &mut draft).await;
+        let not_started = matches!(&governed, Ok(Governed::Ran(e)) if e.outcome == Outcome::NotRun);
         let reply = self.record(draft, governed).await;
+        if not_started && reply.receipt_id.is_some() {
+            return match self.governance.store.reopen_approval(&approval.id).await {
+                Ok(reopened) => (reply, reopened),
+                Err(e) => {
+                    tracing::error!(error = %e, "approval not reopened after its run did not start");
+                    (reply, false)
+                }
+            };
+        }
         if let (Some(receipt), Ok(output)) = (&reply.receipt_id, &reply.body) {
             let outcome = if output.is_error {
                 Outcome::Error
@@ -348,7 +376,7 @@ impl Pipeline {
                 .approval_ran(&approval.id, receipt, &stored)
                 .await;
         }
-        reply
+        (reply, false)
     }
 
     async fn govern_approved(

@@ -222,6 +222,22 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Put an approved approval back to pending: its one run did not start
+    /// (nothing was sent), so the approval was not used, and an approver
+    /// decides again. `false` when it was not approved-and-unrun.
+    pub async fn reopen_approval(&self, id: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE approvals SET status = 'pending', decided_by = NULL, decided_at = NULL, \
+             note = NULL WHERE id = ? AND status = 'approved' AND run_receipt IS NULL",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .doing("reopen the approval")?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Record the run of an approved call: its receipt and result.
     pub async fn approval_ran(
         &self,

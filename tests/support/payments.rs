@@ -105,8 +105,24 @@ impl PaymentsApi {
 
     /// Start the API with extra flags, e.g. `&["--delay-ms", "300"]`.
     pub fn start_with(key: &str, extra_args: &[&str]) -> PaymentsApi {
+        PaymentsApi::spawn(key, 0, extra_args)
+    }
+
+    /// Stop the API: its port then refuses connections.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port and key, with no refunds recorded.
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = PaymentsApi::spawn(&self.key, self.port, &[]);
+    }
+
+    fn spawn(key: &str, port: u16, extra_args: &[&str]) -> PaymentsApi {
         let mut child = Command::new(binary())
-            .args(["--port", "0", "--api-key", key])
+            .args(["--port", &port.to_string(), "--api-key", key])
             .args(extra_args)
             .env_remove("PAYMENTS_API_KEY")
             .env("PAYMENTS_API_LOG", "info")
@@ -217,7 +233,6 @@ impl PaymentsApi {
 
 impl Drop for PaymentsApi {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
