@@ -258,7 +258,7 @@ impl CompiledCommand {
                 continue;
             };
             if arg.contains('\0') {
-                return Err(ExecError::NotStarted(format!(
+                return Err(ExecError::Failed(format!(
                     "argv[{}] contains a NUL byte, which cannot be passed to a program",
                     i + 1
                 )));
@@ -292,7 +292,7 @@ impl CompiledCommand {
                 ))
             })?;
             if value.contains('\0') {
-                return Err(ExecError::NotStarted(format!(
+                return Err(ExecError::Failed(format!(
                     "set_env `{name}` contains a NUL byte, which cannot be passed to a program"
                 )));
             }

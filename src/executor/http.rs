@@ -356,7 +356,7 @@ impl CompiledHttp {
                 continue;
             };
             let mut value = HeaderValue::from_str(&text).map_err(|_| {
-                ExecError::NotStarted(format!(
+                ExecError::Failed(format!(
                     "the value for header `{name}` contains characters not allowed in HTTP headers"
                 ))
             })?;
@@ -401,7 +401,7 @@ impl CompiledHttp {
         let mut url = match &self.url {
             UrlTemplate::Whole(p) => {
                 let text = p.lookup(args).map(value_text).ok_or_else(|| {
-                    Refusal::Exec(ExecError::NotStarted(format!(
+                    Refusal::Exec(ExecError::Failed(format!(
                         "the URL comes from argument `{}`, which was not given",
                         p.path.join(".")
                     )))
@@ -443,18 +443,16 @@ impl CompiledHttp {
                 let mut text = String::new();
                 for part in [path, rest] {
                     let rendered = part.render_encoded(args, encode).map_err(|absent| {
-                        Refusal::Exec(ExecError::NotStarted(match absent.0.root {
-                            Root::Args => format!(
+                        Refusal::Exec(match absent.0.root {
+                            Root::Args => ExecError::Failed(format!(
                                 "the URL needs argument `{}`, which was not given",
                                 absent.0.path.join(".")
-                            ),
-                            Root::Secret => {
-                                format!(
-                                    "the URL needs secret `{}`, which is not defined",
-                                    absent.0.path[0]
-                                )
-                            }
-                        }))
+                            )),
+                            Root::Secret => ExecError::NotStarted(format!(
+                                "the URL needs secret `{}`, which is not defined",
+                                absent.0.path[0]
+                            )),
+                        })
                     })?;
                     text.push_str(&rendered);
                 }
@@ -689,7 +687,7 @@ mod tests {
             );
         }
         let out = call(&yaml, &["id"], json!({}), SEC).await;
-        assert!(matches!(out, Err(ExecError::NotStarted(m)) if m.contains("needs argument `id`")));
+        assert!(matches!(out, Err(ExecError::Failed(m)) if m.contains("needs argument `id`")));
     }
 
     #[tokio::test]
