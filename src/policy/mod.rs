@@ -116,7 +116,9 @@ struct ToolFacts {
 /// The loaded, validated policy set. Shared by all calls.
 pub struct PolicyEngine {
     set: PolicySet,
-    schema: Schema,
+    /// Holds the schema too: calls' requests are checked against
+    /// `validator.schema()`, so the schema is built once and never copied.
+    validator: Validator,
     authorizer: Authorizer,
     hash: String,
     sources: Vec<Source>,
@@ -171,8 +173,7 @@ impl PolicyEngine {
         // The Cedar schema is the slowest part of loading (for 1,000 tools,
         // more than everything else here together) and needs only the tools'
         // argument types: it is built on another core while this one reads
-        // the policies and describes the tools. The validator consumes a
-        // schema and the engine keeps one, so the copy is made there too.
+        // the policies and describes the tools.
         let arg_types: Vec<(String, Value)> = tools
             .iter()
             .map(|t| {
@@ -184,10 +185,9 @@ impl PolicyEngine {
         let schema_job = std::thread::spawn({
             let arg_types = arg_types.clone();
             move || {
-                let schema = Schema::from_json_value(schema::schema_json(arg_types))
-                    .map_err(|e| e.to_string())?;
-                let copy = schema.clone();
-                Ok::<_, String>((schema, copy))
+                Schema::from_json_value(schema::schema_json(arg_types))
+                    .map(Validator::new)
+                    .map_err(|e| e.to_string())
             }
         });
         let mut issues = Vec::new();
@@ -312,7 +312,7 @@ impl PolicyEngine {
                 Err(m) => issues.push(issue(&tool.spec.name, None, None, m)),
             }
         }
-        let (schema, for_validator) = match schema_job
+        let validator = match schema_job
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         {
@@ -322,7 +322,7 @@ impl PolicyEngine {
                 return Err(issues);
             }
         };
-        let validated = Validator::new(for_validator).validate(&set, ValidationMode::Strict);
+        let validated = validator.validate(&set, ValidationMode::Strict);
         for e in validated.validation_errors() {
             let id = e.policy_id().to_string();
             let (file, text) = located
@@ -342,7 +342,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             hash: source::hash(&sources),
             set,
-            schema,
+            validator,
             authorizer: Authorizer::new(),
             sources,
             tools: facts,
@@ -429,7 +429,7 @@ impl PolicyEngine {
             tool.action.clone(),
             tool.entity.uid(),
             context,
-            Some(&self.schema),
+            Some(self.validator.schema()),
         )
         .map_err(|e| format!("cannot build the policy request: {e}"))?;
         let response = self
