@@ -141,7 +141,6 @@ pub fn printable(text: &str) -> String {
     out
 }
 
-/// Run the parsed command; the result is the process exit status.
 /// Skip freeing `value`: the command ends right after, and the process's
 /// exit returns all of its memory at once. Freeing 1,000 tools' trees (spec,
 /// JSON Schema validators, the Cedar policy set and schema) took ~20 ms of
@@ -150,6 +149,7 @@ fn leak_at_exit<T>(value: T) {
     std::mem::forget(value);
 }
 
+/// Run the parsed command; the result is the process exit status.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args).await,
