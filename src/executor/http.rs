@@ -477,7 +477,13 @@ impl CompiledHttp {
         request: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<ExecOutput, ExecError> {
-        let mut response = request.send().await.map_err(|e| failure(&e, what))?;
+        let (sent, redirected) = super::REDIRECTED
+            .scope(std::cell::Cell::new(false), async {
+                let sent = request.send().await;
+                (sent, super::REDIRECTED.with(std::cell::Cell::get))
+            })
+            .await;
+        let mut response = sent.map_err(|e| failure(&e, redirected, what))?;
         let status = response.status();
         if !status.is_success() {
             let (body, more) = read_capped(&mut response, ERROR_BODY_BYTES)
@@ -509,7 +515,7 @@ impl CompiledHttp {
         }
         let (body, more) = read_capped(&mut response, cap)
             .await
-            .map_err(|e| failure(&e, what))?;
+            .map_err(|e| failure(&e, true, what))?;
         if more {
             return Err(too_big());
         }
@@ -546,8 +552,11 @@ async fn read_capped(
 ///
 /// A failure to connect (refused, unreachable, DNS, TLS handshake, connect
 /// timeout) happens before any byte of the request is written, so it is
-/// [`ExecError::NotStarted`]; anything later may have reached the upstream.
-fn failure(e: &reqwest::Error, what: &str) -> ExecError {
+/// [`ExecError::NotStarted`], unless a request was `answered` before it:
+/// a failure to connect to a redirect's target comes after the first
+/// request was sent and answered (a POST answered with 303 may have done
+/// its work). Anything else may have reached the upstream.
+fn failure(e: &reqwest::Error, answered: bool, what: &str) -> ExecError {
     let mut cause: Option<String> = None;
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -573,7 +582,7 @@ fn failure(e: &reqwest::Error, what: &str) -> ExecError {
         message.push_str(": ");
         message.push_str(part);
     }
-    if e.is_connect() {
+    if e.is_connect() && !answered {
         ExecError::NotStarted(message)
     } else {
         ExecError::Failed(message)
@@ -768,6 +777,34 @@ mod tests {
                     .into()
             ))
         );
+    }
+
+    /// A POST answered with 303 may have done its work: if the redirect's
+    /// target then refuses the connection, the call did start.
+    #[tokio::test]
+    async fn a_refused_redirect_target_is_not_a_call_that_never_started() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            // Nobody listens on the port any more when the redirect is followed.
+            drop(listener);
+            stream
+                .write_all(
+                    b"HTTP/1.1 303 See Other\r\nLocation: /done\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                )
+                .unwrap();
+        });
+        let yaml = format!("http: {{ url: 'http://127.0.0.1:{port}/pay', method: POST }}");
+        let out = call(&yaml, &[], json!({}), SEC).await;
+        served.join().unwrap();
+        let Err(ExecError::Failed(msg)) = out else {
+            panic!("expected a failure after the request was sent, got {out:?}")
+        };
+        assert!(msg.contains("could not connect"), "{msg}");
     }
 
     #[tokio::test]

@@ -256,6 +256,15 @@ pub enum ExecError {
     NotStarted(String),
 }
 
+tokio::task_local! {
+    /// Set around one `http` tool request (`http::exchange`): whether the
+    /// redirect policy saw a redirect, which means a request was already
+    /// answered, so a later failure to connect is not "nothing was sent".
+    /// reqwest runs the policy inside the request future, on the task that
+    /// awaits it, so the task-local reaches it.
+    pub(crate) static REDIRECTED: std::cell::Cell<bool>;
+}
+
 /// The HTTP client for `http` tools: rustls, at most 5 redirects, only
 /// within the same origin and only to http/https (never a downgrade from
 /// https), and a `tollgate/<version>`
@@ -264,6 +273,8 @@ pub enum ExecError {
 /// Timeouts are applied per call, not here, since each tool has its own.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
+        // Outside a tollgate request (no scope) there is nothing to tell.
+        let _ = REDIRECTED.try_with(|r| r.set(true));
         let from = attempt.previous().last().map(|u| u.scheme().to_owned());
         let to = attempt.url().scheme();
         let allowed = match (from.as_deref(), to) {
