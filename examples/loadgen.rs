@@ -6,6 +6,13 @@
 //! first `--warmup` of the run is not counted. Used by
 //! `scripts/bench-http.sh`; see BENCHMARKS.md.
 //!
+//! With `--rate N` the load is open-loop instead: a call is due every 1/N s
+//! whatever the server does, at most `--concurrency` are in flight, and each
+//! latency is measured from the moment the call was due (so time spent
+//! waiting for a free slot counts; no coordinated omission). Two servers
+//! loaded at the same rate are compared at the same work, which is how
+//! added latency is read; the closed loop measures capacity.
+//!
 //! ```sh
 //! # Streamable HTTP (loopback only), with an API key:
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:8080/mcp --token "$TOKEN" \
@@ -37,6 +44,8 @@ const MAX_SESSIONS: usize = 64;
 const MAX_DURATION: Duration = Duration::from_secs(120);
 /// One call longer than this counts as a transport error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Highest `--rate`.
+const MAX_RATE: f64 = 100_000.0;
 
 #[derive(Parser, Debug)]
 #[command(about = "Fire MCP tools/call at a loopback server and report calls/s and latency")]
@@ -53,9 +62,14 @@ struct Args {
     /// Arguments of every call, a JSON object.
     #[arg(long, default_value = r#"{"message":"hi"}"#)]
     args: String,
-    /// Calls in flight at any moment.
+    /// Calls in flight at any moment (with `--rate`: at most).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Open loop: start this many calls per second, measuring each from
+    /// when it was due (see the module docs). Without it, each of the
+    /// `--concurrency` workers calls again as soon as its call returns.
+    #[arg(long, value_name = "CALLS_PER_S")]
+    rate: Option<f64>,
     /// MCP sessions to spread the calls over (at most one per concurrent call).
     #[arg(long, default_value_t = 1)]
     sessions: usize,
@@ -134,21 +148,26 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut pids: Vec<u32> = clients_pids.clone();
     pids.extend(args.server_pid);
     let cpu_window = tokio::spawn(cpu_during(pids, measure_from, stop_at));
-    let mut workers = Vec::with_capacity(args.concurrency);
-    for w in 0..args.concurrency {
-        let peer = peers[w % sessions].clone();
-        let params = params.clone();
-        workers.push(tokio::spawn(worker(peer, params, measure_from, stop_at)));
-    }
-    let mut total = Tally::default();
-    for w in workers {
-        let t = w.await?;
-        total.latencies_us.extend(t.latencies_us);
-        total.acknowledged += t.acknowledged;
-        total.transport_errors += t.transport_errors;
-        total.tool_errors += t.tool_errors;
-        total.first_error = total.first_error.or(t.first_error);
-    }
+    let window = Window {
+        measure_from,
+        stop_at,
+    };
+    let total = match args.rate {
+        Some(rate) => open_loop(&peers, &params, rate, args.concurrency, start, window).await?,
+        None => {
+            let mut workers = Vec::with_capacity(args.concurrency);
+            for w in 0..args.concurrency {
+                let peer = peers[w % sessions].clone();
+                let params = params.clone();
+                workers.push(tokio::spawn(worker(peer, params, window)));
+            }
+            let mut total = Tally::default();
+            for w in workers {
+                total.merge(w.await?);
+            }
+            total
+        }
+    };
     let cpu = cpu_window.await?;
     for c in clients {
         let _ = c.cancel().await;
@@ -170,6 +189,11 @@ fn check_bounds(args: &Args) -> Result<(), String> {
     }
     if args.sessions == 0 || args.sessions > MAX_SESSIONS {
         return Err(format!("--sessions must be 1..={MAX_SESSIONS}"));
+    }
+    if let Some(rate) = args.rate
+        && !(rate > 0.0 && rate <= MAX_RATE)
+    {
+        return Err(format!("--rate must be more than 0 and at most {MAX_RATE}"));
     }
     if args.duration.is_zero() || args.duration + args.warmup > MAX_DURATION {
         return Err(format!(
@@ -253,38 +277,35 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Call in a loop until `stop_at`; count what completes after `measure_from`.
-async fn worker(
-    peer: Peer<RoleClient>,
-    params: CallToolRequestParams,
+/// The measured part of a run: calls that begin before `measure_from` or
+/// end after `stop_at` are not counted.
+#[derive(Clone, Copy)]
+struct Window {
     measure_from: Instant,
     stop_at: Instant,
-) -> Tally {
-    let mut tally = Tally::default();
-    loop {
-        let begun = Instant::now();
-        if begun >= stop_at {
-            break;
-        }
-        let outcome = tokio::time::timeout(CALL_TIMEOUT, peer.call_tool(params.clone())).await;
-        let done = Instant::now();
+}
+
+type Outcome =
+    Result<Result<rmcp::model::CallToolResult, rmcp::ServiceError>, tokio::time::error::Elapsed>;
+
+impl Tally {
+    /// Count one call that began (or was due) at `begun` and ended at `done`.
+    fn add(&mut self, outcome: Outcome, begun: Instant, done: Instant, window: Window) {
         if matches!(&outcome, Ok(Ok(result)) if result.is_error != Some(true)) {
-            tally.acknowledged += 1;
+            self.acknowledged += 1;
         }
-        // Calls that started in the warm-up or ended after the window are not counted.
-        if begun < measure_from || done > stop_at {
-            continue;
+        if begun < window.measure_from || done > window.stop_at {
+            return;
         }
         match outcome {
             Ok(Ok(result)) if result.is_error != Some(true) => {
                 let us = done.duration_since(begun).as_micros();
-                tally
-                    .latencies_us
+                self.latencies_us
                     .push(u32::try_from(us).unwrap_or(u32::MAX));
             }
             Ok(Ok(result)) => {
-                tally.tool_errors += 1;
-                tally.first_error.get_or_insert_with(|| {
+                self.tool_errors += 1;
+                self.first_error.get_or_insert_with(|| {
                     let text = result.content.first().and_then(|c| c.as_text());
                     format!(
                         "tool error: {}",
@@ -293,20 +314,79 @@ async fn worker(
                 });
             }
             Ok(Err(e)) => {
-                tally.transport_errors += 1;
-                tally
-                    .first_error
+                self.transport_errors += 1;
+                self.first_error
                     .get_or_insert_with(|| format!("transport error: {e}"));
             }
             Err(_) => {
-                tally.transport_errors += 1;
-                tally
-                    .first_error
+                self.transport_errors += 1;
+                self.first_error
                     .get_or_insert_with(|| "call timed out".to_string());
             }
         }
     }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        self.acknowledged += other.acknowledged;
+        self.transport_errors += other.transport_errors;
+        self.tool_errors += other.tool_errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+}
+
+/// Closed loop: call again as soon as the last call returned, until the window ends.
+async fn worker(peer: Peer<RoleClient>, params: CallToolRequestParams, window: Window) -> Tally {
+    let mut tally = Tally::default();
+    loop {
+        let begun = Instant::now();
+        if begun >= window.stop_at {
+            break;
+        }
+        let outcome = tokio::time::timeout(CALL_TIMEOUT, peer.call_tool(params.clone())).await;
+        tally.add(outcome, begun, Instant::now(), window);
+    }
     tally
+}
+
+/// Open loop: call `n` is due at `start + n / rate`; at most `slots` run at
+/// once; each latency runs from when its call was due.
+async fn open_loop(
+    peers: &[Peer<RoleClient>],
+    params: &CallToolRequestParams,
+    rate: f64,
+    slots: usize,
+    start: Instant,
+    window: Window,
+) -> Result<Tally, Box<dyn std::error::Error>> {
+    let free = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
+    let mut calls = tokio::task::JoinSet::new();
+    let mut total = Tally::default();
+    for n in 0u64.. {
+        let due = start + Duration::from_secs_f64(n as f64 / rate);
+        if due >= window.stop_at {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let slot = std::sync::Arc::clone(&free).acquire_owned().await?;
+        let peer = peers[(n as usize) % peers.len()].clone();
+        let params = params.clone();
+        calls.spawn(async move {
+            let outcome = tokio::time::timeout(CALL_TIMEOUT, peer.call_tool(params)).await;
+            drop(slot);
+            let mut one = Tally::default();
+            one.add(outcome, due, Instant::now(), window);
+            one
+        });
+        // Collect what has finished, so memory stays bounded.
+        while let Some(done) = calls.try_join_next() {
+            total.merge(done?);
+        }
+    }
+    while let Some(done) = calls.join_next().await {
+        total.merge(done?);
+    }
+    Ok(total)
 }
 
 fn report(args: &Args, sessions: usize, mut t: Tally, cpu: Cpu) -> Value {
@@ -333,6 +413,7 @@ fn report(args: &Args, sessions: usize, mut t: Tally, cpu: Cpu) -> Value {
         "transport": if args.stdio.is_empty() { "http" } else { "stdio" },
         "tool": args.tool,
         "concurrency": args.concurrency,
+        "rate": args.rate,
         "sessions": sessions,
         "duration_s": secs,
         "calls": n,

@@ -10,7 +10,9 @@
 #   noauth    tollgate serve --http --insecure-no-auth: governed minus authentication
 # and runs examples/loadgen against each at concurrency 1, 8 and 32, RUNS
 # times, interleaved (rep → concurrency → target) so machine noise hits all
-# alike. Then stdio: one client, concurrency 1, tollgate vs bare_echo --stdio.
+# alike (closed loop: capacity). Then the same three at one fixed rate, RATE
+# calls/s, open loop (transport `http-open`: latency at equal work). Then
+# stdio: one client, concurrency 1, tollgate vs bare_echo --stdio.
 # Prints medians, governed/bare ratios and p99 added latency; writes
 # docs/bench/results.csv and docs/bench/throughput.svg (OUT=DIR to change). See BENCHMARKS.md.
 #
@@ -25,6 +27,9 @@ RUNS=${RUNS:-5}
 SECS=${SECS:-4}
 WARMUP=${WARMUP:-0.5s}
 CONCURRENCY=${CONCURRENCY:-"1 8 32"}
+# Open-loop phase: every server gets the same RATE calls/s, at most 32 in
+# flight, so the added latency is read at equal work (0: skip the phase).
+RATE=${RATE:-1500}
 SESSIONS=${SESSIONS:-4}
 PORT_BARE=${PORT_BARE:-18090}
 PORT_GOV=${PORT_GOV:-18080}
@@ -110,6 +115,14 @@ for rep in $(seq "$RUNS"); do
         run "$rep" http noauth "$c" --url "http://127.0.0.1:$PORT_NOAUTH/mcp" --server-pid "$PID_NOAUTH"
     done
 done
+if [[ "$RATE" != 0 ]]; then
+    echo "== Streamable HTTP, open loop: $RUNS runs × $RATE calls/s, at most 32 in flight, × {bare, governed, noauth}"
+    for rep in $(seq "$RUNS"); do
+        run "$rep" http-open bare 32 --rate "$RATE" --url "http://127.0.0.1:$PORT_BARE/mcp" --server-pid "$PID_BARE"
+        run "$rep" http-open governed 32 --rate "$RATE" --url "http://127.0.0.1:$PORT_GOV/mcp" --token "$TOKEN" --server-pid "$PID_GOV"
+        run "$rep" http-open noauth 32 --rate "$RATE" --url "http://127.0.0.1:$PORT_NOAUTH/mcp" --server-pid "$PID_NOAUTH"
+    done
+fi
 cleanup
 PIDS=()
 
@@ -121,12 +134,14 @@ done
 
 echo "== receipts of the governed servers (${SECONDS}s so far)"
 # Every call a client saw acknowledged must have its receipt committed.
-for db in governed:http-governed noauth:http-noauth stdio:stdio-governed; do
+# (A server's keys: its closed- and open-loop runs, comma-separated.)
+for db in governed:http-governed,http-open-governed noauth:http-noauth,http-open-noauth stdio:stdio-governed; do
     file=${db%%:*} key=${db#*:}
     python3 - "$WORK/$file.db" "$WORK/acks" "$key" <<'PY'
 import sqlite3, sys
 db, acks, key = sys.argv[1:4]
-acked = sum(int(n) for k, n in (l.split() for l in open(acks)) if k == key)
+keys = key.split(",")
+acked = sum(int(n) for k, n in (l.split() for l in open(acks)) if k in keys)
 n = sqlite3.connect(db).execute(
     "SELECT count(*) FROM receipts WHERE tool = 'echo' AND decision = 'allowed' AND outcome = 'ok'").fetchone()[0]
 print(f"{key}: {acked} calls acknowledged, {n} receipts committed" + ("" if n >= acked else "  MISSING RECEIPTS"))
