@@ -270,7 +270,8 @@ fn tool_label(tool: &str, known_tool: bool) -> SharedString {
 ///
 /// `known_tool` says whether `tool` names a served tool; if not (or if the
 /// decision is `unknown_tool`), the call is counted under `(unknown)`.
-/// `exec` is the executor's run time, `None` when the tool did not run.
+/// `exec` is the executor's run time, `None` when the call never reached
+/// the executor (a tool that was tried but did not start has `Some`).
 pub fn call_finished(
     tool: &str,
     known_tool: bool,

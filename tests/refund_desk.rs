@@ -701,7 +701,7 @@ async fn an_approved_refund_that_could_not_start_is_pending_again() {
         "{out}"
     );
     assert!(
-        out.contains(&format!("{approval} is pending again")),
+        out.contains(&format!("{approval} is pending again (until ")),
         "{out}"
     );
     let shown = desk.run_json(&["approvals", "show", &approval, "--json"]);

@@ -10,7 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use super::app::{App, open_store};
 use super::{EXIT_FAILED, printable};
 use tollgate::config::Settings;
-use tollgate::pipeline::{Identity, authenticate};
+use tollgate::pipeline::{Identity, Unused, authenticate};
 use tollgate::principals::Principals;
 use tollgate::store::Approval;
 
@@ -183,14 +183,22 @@ async fn decide(
         return Ok(0);
     };
     let receipt = run.receipt_id.as_deref().unwrap_or("none (not committed)");
-    if decided.reopened {
+    if let Some(unused) = &decided.unused {
         println!("the call did not start; receipt: {receipt}");
         if let Ok(out) = &run.body {
             println!("{}", printable(&out.text));
         }
-        println!(
-            "nothing was sent, so the approval was not used: {id} is pending again; approve it once the tool can run"
-        );
+        match unused {
+            Unused::Pending { expires_at } => println!(
+                "nothing was sent, so the approval was not used: {id} is pending again (until {expires_at}); approve it once the tool can run"
+            ),
+            Unused::Expired => println!(
+                "nothing was sent, so the approval was not used, but {id} has expired meanwhile: the requester's repeat asks for a new approval"
+            ),
+            Unused::Kept => println!(
+                "nothing was sent, but {id} could not be put back to pending (see the log); it keeps this result"
+            ),
+        }
         return Ok(EXIT_FAILED);
     }
     match &run.body {

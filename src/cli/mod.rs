@@ -144,7 +144,10 @@ pub fn printable(text: &str) -> String {
 /// Skip freeing `value`: the command ends right after, and the process's
 /// exit returns all of its memory at once. Freeing 1,000 tools' trees (spec,
 /// JSON Schema validators, the Cedar policy set and schema) took ~20 ms of
-/// `tollgate check`, time the user waits for and nothing gains from.
+/// `tollgate check`, time the user waits for and nothing gains from. (What
+/// is leaked includes the cached secret values, which are therefore not
+/// zeroized first; the kernel clears the pages before any other process
+/// gets them.)
 fn leak_at_exit<T>(value: T) {
     std::mem::forget(value);
 }

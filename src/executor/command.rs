@@ -371,11 +371,28 @@ impl CompiledCommand {
                 cwd.display()
             ));
         }
-        ExecError::NotStarted(format!(
-            "could not start `{}`: {}",
-            self.program,
-            io_cause(e)
-        ))
+        let message = format!("could not start `{}`: {}", self.program, io_cause(e));
+        // Only exec's own refusals prove that the program never ran. Spawning
+        // can also fail after the child exists (registering its pipes or its
+        // reaper), and then it may be running: that is a plain failure.
+        let exec_refused = matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        ) || e.raw_os_error().is_some_and(|code| {
+            use nix::errno::Errno;
+            [
+                Errno::ENOEXEC,
+                Errno::ENOTDIR,
+                Errno::ELOOP,
+                Errno::ENAMETOOLONG,
+            ]
+            .contains(&Errno::from_raw(code))
+        });
+        if exec_refused {
+            ExecError::NotStarted(message)
+        } else {
+            ExecError::Failed(message)
+        }
     }
 
     fn output(&self, status: ExitStatus, stdout: Captured, stderr: Captured) -> ExecOutput {

@@ -245,13 +245,13 @@ pub enum ExecError {
     /// What failed and why, ready to show to the caller.
     #[error("{0}")]
     Failed(String),
-    /// The tool never started, so nothing was sent or run, for a reason
-    /// outside the call's arguments that may pass: the connection was
-    /// refused, the program or working directory is missing, a secret is
-    /// undefined. Said only when that is certain; the pipeline then gives
-    /// the idempotency key back, so a retry may run the tool. (Arguments
-    /// that cannot be sent, e.g. a NUL byte for argv, are `Failed`: the
-    /// same arguments fail the same way every time.)
+    /// The tool never started, so nothing was sent or run: the connection
+    /// was refused or could not be made (before any redirect), exec refused
+    /// the program (missing, not executable) or the working directory is
+    /// missing, a secret is undefined. Said only when that is certain; the
+    /// pipeline then gives the idempotency key back, so a retry may run the
+    /// tool. (Arguments that cannot be sent, e.g. a NUL byte for argv, are
+    /// `Failed`: those arguments fail the same way every time.)
     #[error("{0}")]
     NotStarted(String),
 }

@@ -37,7 +37,7 @@ pub use execute::{Executed, execute};
 pub use limit::Limiter;
 pub use record::{Draft, Origin};
 pub use resolve::resolve;
-pub use run::{ApprovalError, Decided, Refusal};
+pub use run::{ApprovalError, Decided, Refusal, Unused};
 pub use validate::{ValidArgs, validate};
 
 use crate::catalog::Catalog;

@@ -17,7 +17,7 @@ use super::{
     ValidArgs, budget, execute, validate,
 };
 use crate::catalog::CompiledTool;
-use crate::receipt::{Decision, Outcome};
+use crate::receipt::{Decision, Outcome, now_ts};
 use crate::store::{Approval, StoreError};
 
 /// Why an approver's decision was not taken.
@@ -62,11 +62,24 @@ pub enum Refusal {
 pub struct Decided {
     /// The receipt of the decision itself.
     pub decision_receipt: Option<String>,
-    /// For an approval: the reply of the call's one run.
+    /// For an approval: the reply of the call's run.
     pub run: Option<CallReply>,
-    /// The approved run did not start (nothing was sent), so the approval
-    /// is pending again: it was not used up.
-    pub reopened: bool,
+    /// `Some` when that run did not start (nothing was sent): what became
+    /// of the approval, which such a run does not use up.
+    pub unused: Option<Unused>,
+}
+
+/// What became of an approval whose approved run did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unused {
+    /// Pending again, until `expires_at`: an approver decides again.
+    Pending { expires_at: String },
+    /// Pending again, but its time ran out meanwhile: the requester's
+    /// repeat asks for a new approval.
+    Expired,
+    /// It could not be put back to pending (see the log) and keeps the
+    /// run's result, which a repeat gets.
+    Kept,
 }
 
 impl Pipeline {
@@ -263,16 +276,16 @@ impl Pipeline {
         let decision_receipt = self
             .record_decision(&approval, approver, decision, reason)
             .await;
-        let (run, reopened) = if approve {
-            let (reply, reopened) = self.run_approved(&approval, approver).await;
-            (Some(reply), reopened)
+        let (run, unused) = if approve {
+            let (reply, unused) = self.run_approved(&approval, approver).await;
+            (Some(reply), unused)
         } else {
-            (None, false)
+            (None, None)
         };
         Ok(Decided {
             decision_receipt,
             run,
-            reopened,
+            unused,
         })
     }
 
@@ -318,8 +331,12 @@ impl Pipeline {
     /// now: an approval overrides the need for a permit, never a forbid.
     ///
     /// A run that did not start (nothing was sent) does not use the
-    /// approval up: it goes back to pending, and the flag says so.
-    async fn run_approved(&self, approval: &Approval, approver: &Principal) -> (CallReply, bool) {
+    /// approval up: it goes back to pending ([`Unused`] says how it went).
+    async fn run_approved(
+        &self,
+        approval: &Approval,
+        approver: &Principal,
+    ) -> (CallReply, Option<Unused>) {
         let _running = self.shutdown.track();
         let origin = Origin {
             transport: "cli".into(),
@@ -339,17 +356,28 @@ impl Pipeline {
         let governed = self.govern_approved(approval, &requester, &mut draft).await;
         let not_started = matches!(&governed, Ok(Governed::Ran(e)) if e.outcome == Outcome::NotRun);
         let reply = self.record(draft, governed).await;
-        if not_started && reply.receipt_id.is_some() {
-            return match self.governance.store.reopen_approval(&approval.id).await {
-                Ok(reopened) => (reply, reopened),
+        if not_started {
+            // Nothing ran, so reopening is safe whether or not the receipt
+            // was committed.
+            match self.governance.store.reopen_approval(&approval.id).await {
+                Ok(true) if approval.expires_at.as_str() > now_ts().as_str() => {
+                    let expires_at = approval.expires_at.clone();
+                    return (reply, Some(Unused::Pending { expires_at }));
+                }
+                Ok(true) => return (reply, Some(Unused::Expired)),
+                Ok(false) => {
+                    tracing::error!(approval = %approval.id, "approval not reopened after its run did not start: it is no longer approved and unrun");
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "approval not reopened after its run did not start");
-                    (reply, false)
                 }
-            };
+            }
         }
+        let unused = not_started.then_some(Unused::Kept);
         if let (Some(receipt), Ok(output)) = (&reply.receipt_id, &reply.body) {
-            let outcome = if output.is_error {
+            let outcome = if not_started {
+                Outcome::NotRun
+            } else if output.is_error {
                 Outcome::Error
             } else {
                 Outcome::Ok
@@ -376,7 +404,7 @@ impl Pipeline {
                 .approval_ran(&approval.id, receipt, &stored)
                 .await;
         }
-        (reply, false)
+        (reply, unused)
     }
 
     async fn govern_approved(

@@ -1,10 +1,12 @@
 //! Pending approvals (four eyes).
 //!
 //! A row is created `pending` by a call that only an `@approval` permit
-//! allows. It moves once, by a conditional UPDATE, to `approved`, `denied` or
+//! allows. It moves by conditional UPDATEs, to `approved`, `denied` or
 //! `expired`, so two approvers racing cannot both win. An approved call then
 //! runs once and its receipt and result are stored on the row, which is what
-//! a repeat of the same call gets back.
+//! a repeat of the same call gets back. The one way back: an approved call
+//! whose run did not start (nothing was sent) is `pending` again
+//! ([`Store::reopen_approval`]).
 
 use serde_json::Value;
 use sqlx::Row;

@@ -114,7 +114,8 @@ impl PaymentsApi {
         let _ = self.child.wait();
     }
 
-    /// Start it again on the same port and key, with no refunds recorded.
+    /// Start it again on the same port and key (without the extra flags of
+    /// `start_with`), with no refunds recorded.
     pub fn restart(&mut self) {
         self.stop();
         *self = PaymentsApi::spawn(&self.key, self.port, &[]);
