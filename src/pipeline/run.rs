@@ -18,7 +18,7 @@ use super::{
 };
 use crate::catalog::CompiledTool;
 use crate::receipt::{Decision, Outcome, now_ts};
-use crate::store::{Approval, StoreError};
+use crate::store::{Approval, Charge, Store, StoreError};
 
 /// Why an approver's decision was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -123,10 +123,7 @@ impl Pipeline {
         if !tool.read_only()
             && let Err(e) = self.writer.intent(&draft.intent()).await
         {
-            if let Some(key) = key {
-                key.release(store, &draft.id).await;
-            }
-            budget::adjust(store, &charges, -1, -fixed).await;
+            give_back(store, key, &charges, fixed, &draft.id).await;
             return Err(CallError::StorageUnavailable(format!(
                 "the intent record could not be committed: {e}"
             )));
@@ -136,10 +133,7 @@ impl Pipeline {
             // The tool never started: nothing to remember under the key (a
             // retry may run it) and nothing to charge (its receipt has no
             // cost either, see `Draft::finish`).
-            if let Some(key) = key {
-                key.release(store, &draft.id).await;
-            }
-            budget::adjust(store, &charges, -1, -fixed).await;
+            give_back(store, key, &charges, fixed, &draft.id).await;
             return Ok(Governed::Ran(executed));
         }
         let actual = actual_cost(tool, &executed.output);
@@ -237,11 +231,9 @@ impl Pipeline {
             // A refused attempt changes nothing, but who tried is evidence.
             let verb = if approve { "approve" } else { "deny" };
             let reason = format!(
-                "{} tried to {verb} the call of `{}` requested by {} ({}) and was refused: {why}",
+                "{} tried to {verb} {} and was refused: {why}",
                 approver.name(),
-                approval.tool,
-                approval.principal,
-                approval.id
+                the_call(&approval)
             );
             let receipt = self
                 .record_decision(&approval, approver, Decision::ApprovalRefused, reason)
@@ -266,11 +258,9 @@ impl Pipeline {
             (Decision::ApprovalDenied, "denied")
         };
         let reason = format!(
-            "{} {verb} the call of `{}` requested by {} ({}){}",
+            "{} {verb} {}{}",
             approver.name(),
-            approval.tool,
-            approval.principal,
-            approval.id,
+            the_call(&approval),
             note.map(|n| format!(": {n}")).unwrap_or_default()
         );
         let decision_receipt = self
@@ -438,6 +428,30 @@ impl Pipeline {
         let permit = super::authorize::approved(approval.policies.clone());
         self.run(requester, &tool, args, permit, None, draft).await
     }
+}
+
+/// Undo what a call that did not run had taken: its idempotency key and
+/// its budget reservation (one call and the fixed cost).
+async fn give_back(
+    store: &Store,
+    key: Option<dedupe::Key>,
+    charges: &[Charge],
+    fixed: f64,
+    receipt_id: &str,
+) {
+    if let Some(key) = key {
+        key.release(store, receipt_id).await;
+    }
+    budget::adjust(store, charges, -1, -fixed).await;
+}
+
+/// "the call of `TOOL` requested by PRINCIPAL (APPROVAL ID)", for the
+/// receipts of approvers' acts.
+fn the_call(approval: &Approval) -> String {
+    format!(
+        "the call of `{}` requested by {} ({})",
+        approval.tool, approval.principal, approval.id
+    )
 }
 
 /// The cost the result reports, when the spec reads it from the result.
