@@ -237,6 +237,17 @@ impl Desk {
     }
 }
 
+/// The row of budget `name` in `tollgate costs --json` output.
+fn budget_row(costs: &Value, name: &str) -> Value {
+    costs["budgets"]
+        .as_array()
+        .expect("budgets")
+        .iter()
+        .find(|b| b["budget"] == name)
+        .unwrap_or_else(|| panic!("no {name} budget: {costs}"))
+        .clone()
+}
+
 /// `sk_test_` and 24 random hex digits: long and distinctive, so finding it
 /// anywhere is a leak, not a coincidence.
 fn random_key() -> String {
@@ -415,13 +426,7 @@ async fn a_refund_that_never_reached_the_api_is_paid_on_retry() {
         (rows[0]["usd"].as_f64().expect("usd") - 0.3).abs() < 1e-9,
         "{costs}"
     );
-    let budget = costs["budgets"]
-        .as_array()
-        .expect("budgets")
-        .iter()
-        .find(|b| b["budget"] == "support-refunds")
-        .unwrap_or_else(|| panic!("no support-refunds budget: {costs}"))
-        .clone();
+    let budget = budget_row(&costs, "support-refunds");
     assert_eq!(budget["calls"], 1, "{budget}");
 }
 
@@ -1260,13 +1265,7 @@ async fn support_may_issue_200_refunds_a_day() {
         rows.iter().all(|r| r["key"] == "agent-1"),
         "refused calls cost nothing: {costs}"
     );
-    let budget = costs["budgets"]
-        .as_array()
-        .expect("budgets")
-        .iter()
-        .find(|b| b["budget"] == "support-refunds")
-        .unwrap_or_else(|| panic!("no support-refunds budget: {costs}"))
-        .clone();
+    let budget = budget_row(&costs, "support-refunds");
     assert_eq!(budget["subject"], "support");
     assert_eq!(budget["calls"], 200);
     assert_eq!(budget["limit"]["calls"], 200);
