@@ -11,7 +11,8 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::json;
 
 /// Largest body accepted, in bytes.
 #[derive(Clone, Copy)]
@@ -71,54 +72,317 @@ fn is_length_limit(e: &axum::Error) -> bool {
 
 /// Is `bytes` one JSON-RPC 2.0 message? Err = (code, message) to send back.
 /// Public so the fuzz targets and property tests can drive it directly.
+///
+/// Every POST body passes through here before rmcp decodes it, so this
+/// reads it as a [`Message`], which keeps only the *kind* of each member and
+/// copies nothing: building a `serde_json::Value` of every request only to
+/// look at five members was about 2 % of a governed call's CPU. Nested
+/// values are still walked through serde_json's `deserialize_any`, so the
+/// same bodies are refused as before, its depth limit included (a unit test
+/// compares the two on hostile bodies).
 pub fn envelope(bytes: &[u8]) -> Result<(), (i64, String)> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let msg: Message = serde_json::from_slice(bytes).map_err(|e| {
         (
             -32700,
             format!("Parse error: the body is not valid JSON ({e})"),
         )
     })?;
-    let Value::Object(msg) = value else {
+    let Message::Object(msg) = msg else {
         return Err((
             -32600,
             "Invalid Request: expected one JSON-RPC message object (batches are not supported)"
                 .into(),
         ));
     };
-    if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    if msg.jsonrpc != Some(Kind::Version2) {
         return Err((-32600, "Invalid Request: `jsonrpc` must be \"2.0\"".into()));
     }
     // JSON-RPC 2.0: params are structured, ids are strings, numbers or null.
     if msg
-        .get("params")
-        .is_some_and(|p| !p.is_object() && !p.is_array())
+        .params
+        .is_some_and(|p| !matches!(p, Kind::Object | Kind::Array))
     {
         return Err((
             -32600,
             "Invalid Request: `params` must be an object or an array".into(),
         ));
     }
-    if msg
-        .get("id")
-        .is_some_and(|id| !(id.is_string() || id.is_number() || id.is_null()))
-    {
+    if msg.id.is_some_and(|id| {
+        !matches!(
+            id,
+            Kind::String | Kind::Version2 | Kind::Number | Kind::Null
+        )
+    }) {
         return Err((
             -32600,
             "Invalid Request: `id` must be a string, a number or null".into(),
         ));
     }
-    let is_request = msg.get("method").is_some_and(Value::is_string);
-    let is_response =
-        msg.contains_key("id") && (msg.contains_key("result") || msg.contains_key("error"));
+    let is_request = matches!(msg.method, Some(Kind::String | Kind::Version2));
+    let is_response = msg.id.is_some() && msg.has_result_or_error;
     if !is_request && !is_response {
         return Err((-32600, "Invalid Request: a message needs a string `method` (request or notification) or an `id` with `result`/`error` (response)".into()));
     }
     Ok(())
 }
 
+/// What [`envelope`] needs to know of a JSON value: its kind, and for a
+/// string whether it is exactly `"2.0"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    /// The string `"2.0"`.
+    Version2,
+    Array,
+    Object,
+}
+
+/// The members of a message object that [`envelope`] looks at. As in a
+/// `serde_json::Value`, a member given twice counts with its last value.
+#[derive(Debug, Default)]
+struct Members {
+    jsonrpc: Option<Kind>,
+    method: Option<Kind>,
+    params: Option<Kind>,
+    id: Option<Kind>,
+    has_result_or_error: bool,
+}
+
+/// A whole body: one message object, or any other JSON value.
+enum Message {
+    Object(Members),
+    Other,
+}
+
+/// A member name of a message object, read without copying it.
+enum Member {
+    Jsonrpc,
+    Method,
+    Params,
+    Id,
+    ResultOrError,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        d.deserialize_any(KindVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Message, D::Error> {
+        d.deserialize_any(MessageVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Member, D::Error> {
+        d.deserialize_str(MemberVisitor)
+    }
+}
+
+/// Reads any value as its [`Kind`], walking arrays and objects element by
+/// element (each through `deserialize_any` again, so serde_json's depth
+/// limit applies) without keeping them.
+struct KindVisitor;
+
+impl<'de> Visitor<'de> for KindVisitor {
+    type Value = Kind;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Kind, E> {
+        Ok(Kind::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+        Ok(Kind::Bool)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+        Ok(Kind::Number)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
+        Ok(Kind::Number)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+        Ok(Kind::Number)
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Kind, E> {
+        Ok(if s == "2.0" {
+            Kind::Version2
+        } else {
+            Kind::String
+        })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
+        while seq.next_element::<Kind>()?.is_some() {}
+        Ok(Kind::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
+        // Keys read as strings too, not skipped: skipping a string skips
+        // its UTF-8 check, which a `Value` made.
+        while map.next_entry::<Kind, Kind>()?.is_some() {}
+        Ok(Kind::Object)
+    }
+}
+
+/// Reads a body: the members of an object, or only that it is not one.
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Message;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+        let mut m = Members::default();
+        while let Some(member) = map.next_key::<Member>()? {
+            let kind = map.next_value::<Kind>()?;
+            match member {
+                Member::Jsonrpc => m.jsonrpc = Some(kind),
+                Member::Method => m.method = Some(kind),
+                Member::Params => m.params = Some(kind),
+                Member::Id => m.id = Some(kind),
+                Member::ResultOrError => m.has_result_or_error = true,
+                Member::Other => {}
+            }
+        }
+        Ok(Message::Object(m))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Message, A::Error> {
+        KindVisitor.visit_seq(seq).map(|_| Message::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Message, E> {
+        Ok(Message::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Message, E> {
+        Ok(Message::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Message, E> {
+        Ok(Message::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Message, E> {
+        Ok(Message::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Message, E> {
+        Ok(Message::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Message, E> {
+        Ok(Message::Other)
+    }
+}
+
+struct MemberVisitor;
+
+impl Visitor<'_> for MemberVisitor {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Member, E> {
+        Ok(match s {
+            "jsonrpc" => Member::Jsonrpc,
+            "method" => Member::Method,
+            "params" => Member::Params,
+            "id" => Member::Id,
+            "result" | "error" => Member::ResultOrError,
+            _ => Member::Other,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check as it was written on `serde_json::Value` (before
+    /// [`Message`]); [`envelope`] must answer every body the same way.
+    fn envelope_on_value(bytes: &[u8]) -> Result<(), i64> {
+        use serde_json::Value;
+        let value: Value = serde_json::from_slice(bytes).map_err(|_| -32700)?;
+        let Value::Object(msg) = value else {
+            return Err(-32600);
+        };
+        if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(-32600);
+        }
+        if msg
+            .get("params")
+            .is_some_and(|p| !p.is_object() && !p.is_array())
+        {
+            return Err(-32600);
+        }
+        if msg
+            .get("id")
+            .is_some_and(|id| !(id.is_string() || id.is_number() || id.is_null()))
+        {
+            return Err(-32600);
+        }
+        let is_request = msg.get("method").is_some_and(Value::is_string);
+        let is_response =
+            msg.contains_key("id") && (msg.contains_key("result") || msg.contains_key("error"));
+        if !is_request && !is_response {
+            return Err(-32600);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn answers_as_the_value_based_check_did() {
+        let deep = |n: usize| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"a":{}1{}}}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let mut bodies: Vec<Vec<u8>> = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#,
+            r#"{"jsonrpc":"2.0","id":"2.0","method":"2.0"}"#,
+            r#"{"jsonrpc":"1.0","jsonrpc":"2.0","method":"x"}"#,
+            r#"{"jsonrpc":"2.0","jsonrpc":"1.0","method":"x"}"#,
+            r#"{"jsonrpc":"2.0","method":"x","method":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":null}"#,
+            r#"{"jsonrpc":"2.0","id":null,"result":1}"#,
+            r#"{"jsonrpc":"2.0","id":true,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","method":"x","params":null}"#,
+            r#"{"jsonrpc":"2.0","method":"x","params":[1,{"a":null}]}"#,
+            r#"{"jsonrpc":"2\u002e0","method":"x"}"#,
+            r#"{"json\u0072pc":"2.0","method":"x"}"#,
+            r#"{"jsonrpc":"2.0","method":"x","params":{"n":1e400}}"#,
+            r#"{"jsonrpc":"2.0","method":"x","params":{"s":"\ud800"}}"#,
+            r#"{"jsonrpc":"2.0","method":"x"} trailing"#,
+            r#"{"jsonrpc":"2.0","method":"x"}  "#,
+            r#""2.0""#,
+            "null",
+            "12",
+            "[]",
+            "",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        bodies.push(deep(100).into_bytes());
+        bodies.push(deep(200).into_bytes());
+        // Invalid UTF-8 in a nested key, and in a nested string.
+        bodies.push(b"{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":{\"\xff\":1}}".to_vec());
+        bodies.push(b"{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":[\"\xc3\x28\"]}".to_vec());
+        for body in &bodies {
+            assert_eq!(
+                envelope(body).map_err(|(code, _)| code),
+                envelope_on_value(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 
     #[test]
     fn classifies_envelopes() {
