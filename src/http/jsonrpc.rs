@@ -74,20 +74,20 @@ fn is_length_limit(e: &axum::Error) -> bool {
 /// Public so the fuzz targets and property tests can drive it directly.
 ///
 /// Every POST body passes through here before rmcp decodes it, so this
-/// reads it as a [`Message`], which keeps only the *kind* of each member and
+/// reads it as a [`Parsed`], which keeps only the *kind* of each member and
 /// copies nothing: building a `serde_json::Value` of every request only to
 /// look at five members was about 2 % of a governed call's CPU. Nested
 /// values are still walked through serde_json's `deserialize_any`, so the
 /// same bodies are refused as before, its depth limit included (a unit test
 /// compares the two on hostile bodies).
 pub fn envelope(bytes: &[u8]) -> Result<(), (i64, String)> {
-    let msg: Message = serde_json::from_slice(bytes).map_err(|e| {
+    let body: Parsed = serde_json::from_slice(bytes).map_err(|e| {
         (
             -32700,
             format!("Parse error: the body is not valid JSON ({e})"),
         )
     })?;
-    let Message::Object(msg) = msg else {
+    let Parsed(Kind::Object, msg) = body else {
         return Err((
             -32600,
             "Invalid Request: expected one JSON-RPC message object (batches are not supported)"
@@ -151,11 +151,9 @@ struct Members {
     has_result_or_error: bool,
 }
 
-/// A whole body: one message object, or any other JSON value.
-enum Message {
-    Object(Members),
-    Other,
-}
+/// A whole body: its kind, and if it is an object, the members
+/// [`envelope`] looks at.
+struct Parsed(Kind, Members);
 
 /// A member name of a message object, read without copying it.
 enum Member {
@@ -169,13 +167,15 @@ enum Member {
 
 impl<'de> Deserialize<'de> for Kind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(KindVisitor)
+        d.deserialize_any(KindVisitor(None))
     }
 }
 
-impl<'de> Deserialize<'de> for Message {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Message, D::Error> {
-        d.deserialize_any(MessageVisitor)
+impl<'de> Deserialize<'de> for Parsed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Parsed, D::Error> {
+        let mut members = Members::default();
+        let kind = d.deserialize_any(KindVisitor(Some(&mut members)))?;
+        Ok(Parsed(kind, members))
     }
 }
 
@@ -187,10 +187,11 @@ impl<'de> Deserialize<'de> for Member {
 
 /// Reads any value as its [`Kind`], walking arrays and objects element by
 /// element (each through `deserialize_any` again, so serde_json's depth
-/// limit applies) without keeping them.
-struct KindVisitor;
+/// limit applies) without keeping them. With `Some(members)` (the body
+/// itself), an object's members are noted there.
+struct KindVisitor<'m>(Option<&'m mut Members>);
 
-impl<'de> Visitor<'de> for KindVisitor {
+impl<'de> Visitor<'de> for KindVisitor<'_> {
     type Value = Kind;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -223,24 +224,12 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(Kind::Array)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
-        // Keys read as strings too, not skipped: skipping a string skips
-        // its UTF-8 check, which a `Value` made.
-        while map.next_entry::<Kind, Kind>()?.is_some() {}
-        Ok(Kind::Object)
-    }
-}
-
-/// Reads a body: the members of an object, or only that it is not one.
-struct MessageVisitor;
-
-impl<'de> Visitor<'de> for MessageVisitor {
-    type Value = Message;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
-        let mut m = Members::default();
+        let Some(m) = self.0 else {
+            // Keys are read as strings too, not skipped: skipping a string
+            // skips its UTF-8 check, which a `Value` made.
+            while map.next_entry::<Kind, Kind>()?.is_some() {}
+            return Ok(Kind::Object);
+        };
         while let Some(member) = map.next_key::<Member>()? {
             let kind = map.next_value::<Kind>()?;
             match member {
@@ -252,28 +241,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                 Member::Other => {}
             }
         }
-        Ok(Message::Object(m))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Message, A::Error> {
-        KindVisitor.visit_seq(seq).map(|_| Message::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Message, E> {
-        Ok(Message::Other)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Message, E> {
-        Ok(Message::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Message, E> {
-        Ok(Message::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Message, E> {
-        Ok(Message::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Message, E> {
-        Ok(Message::Other)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Message, E> {
-        Ok(Message::Other)
+        Ok(Kind::Object)
     }
 }
 
@@ -302,7 +270,7 @@ mod tests {
     use super::*;
 
     /// The check as it was written on `serde_json::Value` (before
-    /// [`Message`]); [`envelope`] must answer every body the same way.
+    /// [`Parsed`]); [`envelope`] must answer every body the same way.
     fn envelope_on_value(bytes: &[u8]) -> Result<(), i64> {
         use serde_json::Value;
         let value: Value = serde_json::from_slice(bytes).map_err(|_| -32700)?;
