@@ -1,6 +1,7 @@
 //! `tollgate policies …`: the policy sets tollgate has served with, and the
 //! policy part of `tollgate check`.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -94,15 +95,20 @@ pub fn check_governance(
     let mut ok = true;
     match PolicyEngine::load(&settings.policies, tools.iter(), principals) {
         Ok(engine) => {
+            // One write, not one per line (see `check`): 1,000 tools with
+            // three roles each are 3,000 lines.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for (id, what) in engine.summary() {
-                println!("ok  policy {id:<40} {what}");
+                let _ = writeln!(out, "ok  policy {id:<40} {what}");
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "{} polic(ies) from {} and the allow lists; policy set {}",
                 engine.len(),
                 settings.policies.display(),
                 &engine.hash()[..12]
             );
+            let _ = out.flush();
             super::leak_at_exit(engine);
         }
         Err(issues) => {
