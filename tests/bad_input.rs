@@ -24,6 +24,12 @@ fn expect_rejected(yaml: &str, needles: &[&str]) {
         }
     }
     assert!(stderr(&serve).contains("refusing to start"));
+    // A refused first start leaves no empty database behind.
+    assert!(
+        !f.db().exists(),
+        "serve created {} before refusing to start",
+        f.db().display()
+    );
 }
 
 #[test]

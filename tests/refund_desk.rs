@@ -1448,6 +1448,8 @@ async fn a_policy_typo_stops_check_and_serve() {
         "no protocol output: {}",
         stdout(&serve)
     );
+    // The first start was refused before the database was created.
+    assert!(!desk.db().exists(), "{} was created", desk.db().display());
 }
 
 #[tokio::test]

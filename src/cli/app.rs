@@ -1,12 +1,14 @@
 //! Start-up shared by `serve` and `call`: principals, database, catalog,
 //! receipt writer and pipeline, in that order, failing with a readable
-//! message at the first thing that is wrong.
+//! message at the first thing that is wrong. On the first start on a
+//! database path, the specs, policies and budgets are checked before the
+//! database file is created, so a refused start leaves none behind.
 
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use tollgate::catalog::{Catalog, CatalogError, check_dir, spec_files};
+use tollgate::catalog::{Catalog, CatalogError, CompiledTool, check_dir, spec_files};
 use tollgate::config::Settings;
 use tollgate::executor;
 use tollgate::pipeline::{Budgets, Governance, Identity, Pipeline};
@@ -28,23 +30,15 @@ impl App {
     /// Build everything a governed call needs.
     pub async fn start(settings: &Settings) -> anyhow::Result<App> {
         let principals = Principals::load(&settings.principals)?;
-        let store = open_store(settings).await?;
         let http = http_client()?;
         let secrets = load_secrets(settings)?;
-        let catalog = match Catalog::load(&settings.specs, &principals, &store, &http, &secrets)
+        if !settings.db.exists() {
+            first_start_checks(settings, &principals, &http, &secrets)?;
+        }
+        let store = open_store(settings).await?;
+        let catalog = Catalog::load(&settings.specs, &principals, &store, &http, &secrets)
             .await
-        {
-            Ok(c) => c,
-            Err(CatalogError::Specs(issues)) => {
-                print_issues(&issues);
-                bail!(
-                    "refusing to start: {} problem(s) in the tool specs under {} (fix them, then run `tollgate check`)",
-                    issues.len(),
-                    settings.specs.display()
-                );
-            }
-            Err(e) => return Err(e.into()),
-        };
+            .map_err(|e| refuse_specs(settings, e))?;
         if catalog.iter().any(|t| t.sensitive_args) {
             // Create (or check) the receipt HMAC key now, so a problem with
             // it stops start-up instead of surfacing in a call.
@@ -55,7 +49,7 @@ impl App {
         if catalog.is_empty() {
             tracing::warn!(specs = %settings.specs.display(), "no tools are active; clients will see an empty tool list");
         }
-        let policy = load_policies(settings, &catalog, &principals)?;
+        let policy = load_policies(settings, catalog.iter(), &principals)?;
         store
             .record_policy_set(
                 policy.hash(),
@@ -63,15 +57,7 @@ impl App {
             )
             .await?;
         tracing::info!(policy_set = %policy.hash(), policies = policy.len(), "policies loaded");
-        let budgets = Budgets::new(&settings.budgets, &principals).map_err(|problems| {
-            for p in &problems {
-                eprintln!("error: config: {p}");
-            }
-            anyhow::anyhow!(
-                "refusing to start: {} problem(s) in the `budgets:` section of the config",
-                problems.len()
-            )
-        })?;
+        let budgets = load_budgets(settings, &principals)?;
         let (writer, handle) = ReceiptWriter::spawn(&store);
         let governance = Governance {
             policy: Arc::new(policy),
@@ -102,13 +88,60 @@ impl App {
     }
 }
 
-/// Load and validate the policy set for `catalog`, printing every problem.
-pub fn load_policies(
+/// The first start on a database path: everything that needs no database
+/// is checked before the database file is created, so that a mistake in the
+/// specs, policies or budgets does not leave an empty database behind.
+/// The specs are then read twice on that one start. (Later starts check the
+/// specs against the registry's versions, which the database holds.)
+fn first_start_checks(
     settings: &Settings,
-    catalog: &Catalog,
+    principals: &Principals,
+    http: &reqwest::Client,
+    secrets: &Arc<Secrets>,
+) -> anyhow::Result<()> {
+    let (_, tools) = check_dir(&settings.specs, Some(principals), http, secrets)
+        .map_err(|e| refuse_specs(settings, e))?;
+    let tools: Vec<Arc<_>> = tools.into_iter().map(Arc::new).collect();
+    load_policies(settings, &tools, principals)?;
+    load_budgets(settings, principals)?;
+    Ok(())
+}
+
+/// The start-up error for specs that cannot be served, their problems printed.
+fn refuse_specs(settings: &Settings, e: CatalogError) -> anyhow::Error {
+    match e {
+        CatalogError::Specs(issues) => {
+            print_issues(&issues);
+            anyhow::anyhow!(
+                "refusing to start: {} problem(s) in the tool specs under {} (fix them, then run `tollgate check`)",
+                issues.len(),
+                settings.specs.display()
+            )
+        }
+        e => e.into(),
+    }
+}
+
+/// The `budgets:` section of the config, each problem printed.
+fn load_budgets(settings: &Settings, principals: &Principals) -> anyhow::Result<Budgets> {
+    Budgets::new(&settings.budgets, principals).map_err(|problems| {
+        for p in &problems {
+            eprintln!("error: config: {p}");
+        }
+        anyhow::anyhow!(
+            "refusing to start: {} problem(s) in the `budgets:` section of the config",
+            problems.len()
+        )
+    })
+}
+
+/// Load and validate the policy set for `tools`, printing every problem.
+pub fn load_policies<'a>(
+    settings: &Settings,
+    tools: impl IntoIterator<Item = &'a Arc<CompiledTool>>,
     principals: &Principals,
 ) -> anyhow::Result<PolicyEngine> {
-    PolicyEngine::load(&settings.policies, catalog.iter(), Some(principals)).map_err(|issues| {
+    PolicyEngine::load(&settings.policies, tools, Some(principals)).map_err(|issues| {
         print_policy_issues(settings, &issues);
         anyhow::anyhow!(
             "refusing to start: {} problem(s) in the policies under {} (fix them, then run `tollgate check`)",
