@@ -113,7 +113,21 @@ impl Catalog {
         secrets: &Arc<Secrets>,
     ) -> Result<Catalog, CatalogError> {
         let (loaded, compiled) = check_dir(specs_dir, Some(principals), http, secrets)?;
-        let active = store.sync_specs(&spec_files(&loaded)).await?;
+        Catalog::register(&loaded, compiled, principals, store, http, secrets).await
+    }
+
+    /// The second half of [`Catalog::load`], for specs already read and
+    /// compiled by [`check_dir`]: register their versions in `store`, and
+    /// take the active version of every tool.
+    pub async fn register(
+        loaded: &[LoadedSpec],
+        compiled: Vec<CompiledTool>,
+        principals: &Principals,
+        store: &Store,
+        http: &reqwest::Client,
+        secrets: &Arc<Secrets>,
+    ) -> Result<Catalog, CatalogError> {
+        let active = store.sync_specs(&spec_files(loaded)).await?;
         let mut by_hash: BTreeMap<String, CompiledTool> =
             compiled.into_iter().map(|t| (t.hash.clone(), t)).collect();
         let mut tools = BTreeMap::new();

@@ -23,10 +23,10 @@ mod memo;
 pub mod schema;
 pub mod source;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Decision, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
@@ -140,12 +140,13 @@ impl PolicyEngine {
     /// Read `dir`, add the policies generated from the tools' `allow:`
     /// lists, and validate everything against the tools' schema. Every
     /// problem is returned at once.
-    pub fn load<'a>(
+    /// The tools may be shared (`&Arc<CompiledTool>`, as in a catalog) or not.
+    pub fn load<'a, T: Borrow<CompiledTool> + 'a>(
         dir: &Path,
-        tools: impl IntoIterator<Item = &'a Arc<CompiledTool>>,
+        tools: impl IntoIterator<Item = &'a T>,
         principals: Option<&Principals>,
     ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
-        let tools: Vec<&Arc<CompiledTool>> = tools.into_iter().collect();
+        let tools: Vec<&CompiledTool> = tools.into_iter().map(Borrow::borrow).collect();
         let mut sources = source::read_dir(dir).map_err(|m| {
             vec![PolicyIssue {
                 file: dir.display().to_string(),
@@ -164,12 +165,12 @@ impl PolicyEngine {
     }
 
     /// Build from already read sources (the last one usually the generated set).
-    pub fn from_sources<'a>(
+    pub fn from_sources<'a, T: Borrow<CompiledTool> + 'a>(
         sources: Vec<Source>,
-        tools: impl IntoIterator<Item = &'a Arc<CompiledTool>>,
+        tools: impl IntoIterator<Item = &'a T>,
         principals: Option<&Principals>,
     ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
-        let tools: Vec<&Arc<CompiledTool>> = tools.into_iter().collect();
+        let tools: Vec<&CompiledTool> = tools.into_iter().map(Borrow::borrow).collect();
         // The Cedar schema is the slowest part of loading (for 1,000 tools,
         // more than everything else here together) and needs only the tools'
         // argument types: it is built on another core while this one reads
