@@ -97,7 +97,7 @@ impl App {
 /// The first start on a database path: the policies and budgets, which
 /// need no database, are checked before the database file is created, so
 /// that a mistake in them does not leave an empty database behind. The
-/// policy set is then built twice on that one start (~100 ms for 1,000
+/// policy set is then built twice on that one start (~65 ms for 1,000
 /// tools): the one that is served describes the tools at their registered
 /// versions, which only the registry assigns.
 fn first_start_checks(
