@@ -13,7 +13,7 @@ use tollgate::catalog::{Catalog, CatalogError, CompiledTool, check_dir, spec_fil
 use tollgate::config::Settings;
 use tollgate::executor;
 use tollgate::pipeline::{Budgets, Governance, Identity, Pipeline};
-use tollgate::policy::{self, PolicyEngine, PolicyIssue};
+use tollgate::policy::{self, PolicyEngine, PolicyIssue, SchemaBuild};
 use tollgate::principals::Principals;
 use tollgate::secrets::{self, Secrets};
 use tollgate::spec::SpecIssue;
@@ -38,8 +38,11 @@ impl App {
         // no empty database behind.
         let (loaded, compiled) = check_dir(&settings.specs, Some(&principals), &http, &secrets)
             .map_err(|e| refuse_specs(settings, e))?;
+        // The Cedar schema builds on its own thread from here on, while the
+        // database opens and the registry records the specs.
+        let schema = SchemaBuild::start(&compiled);
         if !settings.db.exists() {
-            first_start_checks(settings, &compiled, &principals)?;
+            first_start_checks(settings, &compiled, &principals, &schema)?;
         }
         let store = open_store(settings).await?;
         let catalog = Catalog::register(&loaded, compiled, &principals, &store, &http, &secrets)
@@ -55,7 +58,7 @@ impl App {
         if catalog.is_empty() {
             tracing::warn!(specs = %settings.specs.display(), "no tools are active; clients will see an empty tool list");
         }
-        let policy = load_policies(settings, catalog.iter(), &principals)?;
+        let policy = load_policies(settings, catalog.iter(), &principals, &schema)?;
         store
             .record_policy_set(
                 policy.hash(),
@@ -97,15 +100,17 @@ impl App {
 /// The first start on a database path: the policies and budgets, which
 /// need no database, are checked before the database file is created, so
 /// that a mistake in them does not leave an empty database behind. The
-/// policy set is then built twice on that one start (~65 ms for 1,000
-/// tools): the one that is served describes the tools at their registered
-/// versions, which only the registry assigns.
+/// policy set is then loaded twice on that one start: the one that is
+/// served describes the tools at their registered versions, which only the
+/// registry assigns. Both loads use the one Cedar schema `schema` builds,
+/// the slowest part of a load.
 fn first_start_checks(
     settings: &Settings,
     compiled: &[CompiledTool],
     principals: &Principals,
+    schema: &SchemaBuild,
 ) -> anyhow::Result<()> {
-    load_policies(settings, compiled, principals)?;
+    load_policies(settings, compiled, principals, schema)?;
     load_budgets(settings, principals)?;
     Ok(())
 }
@@ -139,12 +144,14 @@ fn load_budgets(settings: &Settings, principals: &Principals) -> anyhow::Result<
 }
 
 /// Load and validate the policy set for `tools`, printing every problem.
+/// `schema` is used when it was started for these tools' argument types.
 pub fn load_policies<'a, T: Borrow<CompiledTool> + 'a>(
     settings: &Settings,
     tools: impl IntoIterator<Item = &'a T>,
     principals: &Principals,
+    schema: &SchemaBuild,
 ) -> anyhow::Result<PolicyEngine> {
-    PolicyEngine::load(&settings.policies, tools, Some(principals)).map_err(|issues| {
+    PolicyEngine::load_with(&settings.policies, tools, Some(principals), schema).map_err(|issues| {
         print_policy_issues(settings, &issues);
         anyhow::anyhow!(
             "refusing to start: {} problem(s) in the policies under {} (fix them, then run `tollgate check`)",

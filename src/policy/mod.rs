@@ -21,25 +21,28 @@
 mod context;
 mod memo;
 pub mod schema;
+mod schema_build;
 pub mod source;
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Decision, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    RestrictedExpression, ValidationMode, Validator,
 };
 use cedar_policy::{SlotId, Template};
 use chrono::{DateTime, Utc};
 use miette::Diagnostic;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::catalog::CompiledTool;
 use crate::principals::Principals;
 use context::{Kind, uid};
+pub use schema_build::SchemaBuild;
 pub use source::Source;
 
 /// One problem with the policies, located as precisely as Cedar allows.
@@ -118,7 +121,7 @@ pub struct PolicyEngine {
     set: PolicySet,
     /// Holds the schema too: calls' requests are checked against
     /// `validator.schema()`, so the schema is built once and never copied.
-    validator: Validator,
+    validator: Arc<Validator>,
     authorizer: Authorizer,
     hash: String,
     sources: Vec<Source>,
@@ -147,6 +150,13 @@ impl PolicyEngine {
         principals: Option<&Principals>,
     ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
         let tools: Vec<&CompiledTool> = tools.into_iter().map(Borrow::borrow).collect();
+        let sources = Self::read_sources(dir, &tools)?;
+        Self::from_sources_with(sources, tools, principals, None)
+    }
+
+    /// The policy files of `dir`, then the policies generated from the
+    /// tools' `allow:` lists.
+    fn read_sources(dir: &Path, tools: &[&CompiledTool]) -> Result<Vec<Source>, Vec<PolicyIssue>> {
         let mut sources = source::read_dir(dir).map_err(|m| {
             vec![PolicyIssue {
                 file: dir.display().to_string(),
@@ -161,7 +171,7 @@ impl PolicyEngine {
                 .filter(|t| !t.spec.allow.is_empty())
                 .map(|t| (t.spec.name.as_str(), t.spec.allow.as_slice())),
         ));
-        Self::from_sources(sources, tools.iter().copied(), principals)
+        Ok(sources)
     }
 
     /// Build from already read sources (the last one usually the generated set).
@@ -171,26 +181,44 @@ impl PolicyEngine {
         principals: Option<&Principals>,
     ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
         let tools: Vec<&CompiledTool> = tools.into_iter().map(Borrow::borrow).collect();
+        Self::from_sources_with(sources, tools, principals, None)
+    }
+
+    /// [`PolicyEngine::load`] with a schema whose build started earlier
+    /// (see [`SchemaBuild`]). If the tools' argument types are not the ones
+    /// it was started with, the schema is built again here.
+    pub fn load_with<'a, T: Borrow<CompiledTool> + 'a>(
+        dir: &Path,
+        tools: impl IntoIterator<Item = &'a T>,
+        principals: Option<&Principals>,
+        schema: &SchemaBuild,
+    ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
+        let tools: Vec<&CompiledTool> = tools.into_iter().map(Borrow::borrow).collect();
+        let sources = Self::read_sources(dir, &tools)?;
+        Self::from_sources_with(sources, tools, principals, Some(schema))
+    }
+
+    fn from_sources_with(
+        sources: Vec<Source>,
+        tools: Vec<&CompiledTool>,
+        principals: Option<&Principals>,
+        started: Option<&SchemaBuild>,
+    ) -> Result<PolicyEngine, Vec<PolicyIssue>> {
         // The Cedar schema is the slowest part of loading (for 1,000 tools,
-        // more than everything else here together) and needs only the tools'
-        // argument types: it is built on another core while this one reads
-        // the policies and describes the tools.
-        let arg_types: Vec<(String, Value)> = tools
-            .iter()
-            .map(|t| {
-                let ty = schema::cedar_type(&t.spec.input_schema)
-                    .unwrap_or_else(|| json!({"type": "Record", "attributes": {}}));
-                (t.spec.name.clone(), ty)
-            })
-            .collect();
-        let schema_job = std::thread::spawn({
-            let arg_types = arg_types.clone();
-            move || {
-                Schema::from_json_value(schema::schema_json(arg_types))
-                    .map(Validator::new)
-                    .map_err(|e| e.to_string())
+        // more than everything else here together) and needs only the
+        // tools' argument types: it is built on another core (from earlier
+        // on, when the caller started it) while this one reads the policies
+        // and describes the tools. A build started for other argument
+        // types (a pinned tool's older version) is not used.
+        let arg_types = schema_build::arg_types(tools.iter().copied());
+        let own;
+        let schema = match started {
+            Some(s) if s.is_for(&arg_types) => s,
+            _ => {
+                own = SchemaBuild::spawn(arg_types.clone());
+                &own
             }
-        });
+        };
         let mut issues = Vec::new();
         let issue = |file: &str, line, policy: Option<&str>, message: String| PolicyIssue {
             file: file.to_owned(),
@@ -313,10 +341,7 @@ impl PolicyEngine {
                 Err(m) => issues.push(issue(&tool.spec.name, None, None, m)),
             }
         }
-        let validator = match schema_job
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        {
+        let validator = match schema.validator() {
             Ok(s) => s,
             Err(e) => {
                 issues.push(issue("(schema derived from the tool specs)", None, None, e));

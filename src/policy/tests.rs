@@ -350,3 +350,63 @@ fn memoized_tools_still_refuse_arguments_cedar_cannot_hold() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A policy directory holding `rules` as `rules.cedar`.
+fn policy_dir(rules: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.cedar"), rules).unwrap();
+    dir
+}
+
+#[test]
+fn a_schema_started_early_serves_every_load_for_the_same_tools() {
+    let tools = [tool(REFUND), tool(ECHO)];
+    let principals = Principals::parse(PRINCIPALS).unwrap();
+    let dir = policy_dir(RULES);
+    let schema = SchemaBuild::start(tools.iter());
+    let first = PolicyEngine::load_with(dir.path(), tools.iter(), Some(&principals), &schema)
+        .expect("first load");
+    let second = PolicyEngine::load_with(dir.path(), tools.iter(), Some(&principals), &schema)
+        .expect("second load");
+    // One schema, built once, for both (the first start's two loads).
+    assert!(Arc::ptr_eq(&first.validator, &second.validator));
+    assert_eq!(first.hash(), second.hash());
+    let alone = PolicyEngine::load(dir.path(), tools.iter(), Some(&principals)).unwrap();
+    assert_eq!(alone.hash(), first.hash());
+    assert!(!Arc::ptr_eq(&alone.validator, &first.validator));
+    let small = json!({"order_id": "o1", "amount_cents": 100, "reason": "r"});
+    assert_eq!(
+        decide(&first, "agent-1", "support", "issue_refund", small.clone()),
+        decide(&alone, "agent-1", "support", "issue_refund", small)
+    );
+}
+
+#[test]
+fn a_schema_started_for_other_arguments_is_not_used() {
+    // The build starts for the spec files, but the refund tool is served at
+    // an older version (a rollback) that has no `reason` argument.
+    let principals = Principals::parse(PRINCIPALS).unwrap();
+    let files = [tool(REFUND), tool(ECHO)];
+    let schema = SchemaBuild::start(files.iter());
+    let older = REFUND
+        .replace(
+            "required: [order_id, amount_cents, reason]",
+            "required: [order_id, amount_cents]",
+        )
+        .replace("    reason: {type: string}\n", "");
+    assert_ne!(older, REFUND);
+    let served = [tool(&older), tool(ECHO)];
+    let reads_reason = "@id(\"reads-reason\")\nforbid (principal, action == Tollgate::Action::\"issue_refund\", resource)\nwhen { context.args.reason == \"x\" };\n";
+    let dir = policy_dir(reads_reason);
+    let issues = PolicyEngine::load_with(dir.path(), served.iter(), Some(&principals), &schema)
+        .expect_err("the served version has no `reason`: the policy must fail validation");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.policy.as_deref() == Some("reads-reason")),
+        "{issues:?}"
+    );
+    // With the spec files' tools the same policy is fine.
+    PolicyEngine::load_with(dir.path(), files.iter(), Some(&principals), &schema)
+        .expect("the file version has `reason`");
+}
