@@ -131,6 +131,25 @@ fn every_problem_is_reported_in_one_run() {
     assert!(err.contains("2 problem(s) found"), "{err}");
 }
 
+/// Found by the spec_parse property in CI: YAML reads `0001` as the number 1
+/// into `cost.usd` but as the text "0001" into the stored JSON, so the version
+/// would not rebuild from what is stored. `check` names the field instead.
+#[test]
+fn a_value_yaml_reads_two_ways_is_refused_with_its_field() {
+    expect_rejected(
+        &format!("{BASE}cost: {{usd: 0001}}\n"),
+        &[
+            "cost.usd",
+            "invalid type: string \"0001\", expected f64",
+            "write numbers plainly (`1`, not `0001`)",
+        ],
+    );
+    let f = Fixture::new();
+    f.write_spec("t", &format!("{BASE}cost: {{usd: 1}}\n"));
+    let out = f.run(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn check_lists_what_would_be_loaded() {
     let f = Fixture::new();

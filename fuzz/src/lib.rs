@@ -95,7 +95,7 @@ pub fn spec_parse(data: &[u8]) {
     );
     // Reformatting a spec does not make a new version: the canonical JSON,
     // written as the spec file, loads with the same hash.
-    match load::parse(&loaded.canonical, file) {
+    match load::parse(&as_spec_file(&loaded.canonical), file) {
         Ok(again) => assert_eq!(
             again.hash, loaded.hash,
             "the canonical form of a spec hashes differently when loaded"
@@ -132,6 +132,29 @@ pub fn spec_parse(data: &[u8]) {
     if let Some(tool) = catalog.get(&name) {
         render_any(tool, &Map::new());
     }
+}
+
+/// Canonical JSON as a spec author would write it to a file: the same JSON
+/// value, with the characters YAML does not allow raw in a file (DEL, the C1
+/// controls, U+FFFE/U+FFFF) or reads as line breaks (NEL, U+2028, U+2029)
+/// written as `\u` escapes. The canonical form
+/// keeps them raw, as JSON allows, and is never itself read as YAML.
+fn as_spec_file(canonical: &str) -> String {
+    let printable = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | ' '..='~')
+            || (('\u{a0}'..='\u{d7ff}').contains(&c) && !matches!(c, '\u{2028}' | '\u{2029}'))
+            || ('\u{e000}'..='\u{fffd}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    let mut out = String::with_capacity(canonical.len());
+    for c in canonical.chars() {
+        if printable(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        }
+    }
+    out
 }
 
 // ──────────────────────────── args_template ────────────────────────────

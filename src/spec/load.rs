@@ -140,28 +140,21 @@ pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
 
 /// [`parse`] as two passes: into the spec (for the error with its field
 /// path), then into the JSON value that is hashed.
+///
+/// The spec returned is the one read back from that JSON value, not the one
+/// read straight from YAML. A pinned version is rebuilt from its stored
+/// canonical JSON, so the two must agree, and YAML can read a scalar one way
+/// into a typed field and another way into a value: `usd: 0001` is the number
+/// 1 to an `f64` field but the text `"0001"` to a JSON value. Such a file is
+/// refused with the field named instead of stored as a version that cannot
+/// be rebuilt.
 fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
     let de = serde_norway::Deserializer::from_str(text);
-    let spec: ToolSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field };
-        let mut message = e.into_inner().to_string();
-        // serde_norway prefixes its own copy of the path; we print ours.
-        if let Some((prefix, rest)) = message.split_once(": ")
-            && !prefix.contains(' ')
-            && field.starts_with(prefix)
-        {
-            message = rest.to_string();
-        }
-        let hint = serde_hint(&message);
-        let issue = SpecIssue::at(field, message).in_file(file);
-        match hint {
-            Some(h) => issue.hint(h),
-            None => issue,
-        }
-    })?;
+    serde_path_to_error::deserialize::<_, ToolSpec>(de).map_err(|e| path_issue(e, file, None))?;
     let value: serde_json::Value =
         serde_norway::from_str(text).map_err(|e| SpecIssue::at("", e.to_string()).in_file(file))?;
+    let spec: ToolSpec = serde_path_to_error::deserialize(&value)
+        .map_err(|e| path_issue(e, file, Some(AMBIGUOUS_SCALAR)))?;
     let canonical = canonical::to_string(&value);
     let hash = canonical::sha256_hex(canonical.as_bytes());
     Ok(LoadedSpec {
@@ -171,6 +164,34 @@ fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
         canonical,
         hash,
     })
+}
+
+/// The hint for a value that reads as one type into its field and another
+/// into the stored JSON.
+const AMBIGUOUS_SCALAR: &str = "YAML reads this value as a different type than the field takes;      write numbers plainly (`1`, not `0001`) and quote text (`\"007\"`)";
+
+/// A deserialization error as a spec issue naming the field.
+fn path_issue<E: std::fmt::Display>(
+    e: serde_path_to_error::Error<E>,
+    file: &Path,
+    fallback_hint: Option<&str>,
+) -> SpecIssue {
+    let field = e.path().to_string();
+    let field = if field == "." { String::new() } else { field };
+    let mut message = e.into_inner().to_string();
+    // serde_norway prefixes its own copy of the path; we print ours.
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.contains(' ')
+        && field.starts_with(prefix)
+    {
+        message = rest.to_string();
+    }
+    let hint = serde_hint(&message).or_else(|| fallback_hint.map(str::to_string));
+    let issue = SpecIssue::at(field, message).in_file(file);
+    match hint {
+        Some(h) => issue.hint(h),
+        None => issue,
+    }
 }
 
 /// A JSON value read from YAML exactly as `serde_json::Value` reads it,
@@ -313,5 +334,21 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "allow", "{err}");
+    }
+
+    /// Found by `spec_parse_mutated` in CI: `0001` is the number 1 to the
+    /// `f64` field but the text "0001" in the stored JSON, so the version
+    /// stored could not be rebuilt. Now the file is refused, field named.
+    #[test]
+    fn a_value_yaml_reads_two_ways_is_refused() {
+        let text = format!("{ECHO}cost: {{usd: 0001}}\n");
+        let err = parse(&text, Path::new("e.yaml")).unwrap_err();
+        assert_eq!(err.field, "cost.usd", "{err}");
+        assert!(err.to_string().contains("0001"), "{err}");
+        assert!(err.to_string().contains("write numbers plainly"), "{err}");
+        // Written plainly, it loads, and the stored JSON rebuilds the spec.
+        let ok = parse(&format!("{ECHO}cost: {{usd: 1}}\n"), Path::new("e.yaml")).unwrap();
+        assert_eq!(ok.spec.cost.as_ref().and_then(|c| c.usd), Some(1.0));
+        assert!(from_canonical(&ok.canonical).is_ok());
     }
 }
