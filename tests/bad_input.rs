@@ -132,22 +132,36 @@ fn every_problem_is_reported_in_one_run() {
 }
 
 /// Found by the spec_parse property in CI: YAML reads `0001` as the number 1
-/// into `cost.usd` but as the text "0001" into the stored JSON, so the version
-/// would not rebuild from what is stored. `check` names the field instead.
+/// into `cost.usd` but as the text "0001" into the stored JSON (and `-1` in
+/// `argv` as text to the field, a number to the JSON), so the stored version
+/// did not rebuild. Such values now load as their field reads them; a file
+/// with more of them than tollgate settles is refused, naming the field.
 #[test]
-fn a_value_yaml_reads_two_ways_is_refused_with_its_field() {
-    expect_rejected(
-        &format!("{BASE}cost: {{usd: 0001}}\n"),
-        &[
-            "cost.usd",
-            "invalid type: string \"0001\", expected f64",
-            "write numbers plainly (`1`, not `0001`)",
-        ],
-    );
+fn a_value_yaml_reads_two_ways_loads_as_its_field_reads_it() {
     let f = Fixture::new();
-    f.write_spec("t", &format!("{BASE}cost: {{usd: 1}}\n"));
+    f.write_spec(
+        "t",
+        &format!("{BASE}cost: {{usd: 0001}}\n").replace(
+            "run:\n  static:\n    text: \"{{ args.msg }}\"\n",
+            "run: {command: {argv: [ls, -1, /]}}\n",
+        ),
+    );
     let out = f.run(&["check"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ok  t"), "{}", stdout(&out));
+
+    let many = vec!["-1"; 65].join(", ");
+    expect_rejected(
+        &BASE.replace(
+            "run:\n  static:\n    text: \"{{ args.msg }}\"\n",
+            &format!("run: {{command: {{argv: [ls, {many}]}}}}\n"),
+        ),
+        &[
+            "run.command.argv[65]",
+            "invalid type: integer `-1`, expected a string",
+            "quote text (`\"-1\"`)",
+        ],
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::SpecIssue;
 use super::model::ToolSpec;
+use super::scalars;
 use crate::canonical;
 
 /// Spec files larger than this are refused before parsing.
@@ -142,19 +143,17 @@ pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
 /// path), then into the JSON value that is hashed.
 ///
 /// The spec returned is the one read back from that JSON value, not the one
-/// read straight from YAML. A pinned version is rebuilt from its stored
-/// canonical JSON, so the two must agree, and YAML can read a scalar one way
-/// into a typed field and another way into a value: `usd: 0001` is the number
-/// 1 to an `f64` field but the text `"0001"` to a JSON value. Such a file is
-/// refused with the field named instead of stored as a version that cannot
-/// be rebuilt.
+/// read straight from YAML: a pinned version is rebuilt from its stored
+/// canonical JSON, so the two must agree. Where YAML reads a scalar one way
+/// into its field and another into the value (`argv: [ls, -1]`), the value
+/// takes the field's reading first ([`scalars`]).
 fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize::<_, ToolSpec>(de).map_err(|e| path_issue(e, file, None))?;
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_norway::from_str(text).map_err(|e| SpecIssue::at("", e.to_string()).in_file(file))?;
-    let spec: ToolSpec = serde_path_to_error::deserialize(&value)
-        .map_err(|e| path_issue(e, file, Some(AMBIGUOUS_SCALAR)))?;
+    let spec =
+        scalars::reconcile(text, &mut value).map_err(|e| path_issue(e, file, Some(UNSETTLED)))?;
     let canonical = canonical::to_string(&value);
     let hash = canonical::sha256_hex(canonical.as_bytes());
     Ok(LoadedSpec {
@@ -166,9 +165,10 @@ fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
     })
 }
 
-/// The hint for a value that reads as one type into its field and another
-/// into the stored JSON.
-const AMBIGUOUS_SCALAR: &str = "YAML reads this value as a different type than the field takes;      write numbers plainly (`1`, not `0001`) and quote text (`\"007\"`)";
+/// The hint for a field that YAML reads as one type and the field as
+/// another, when it could not be settled.
+const UNSETTLED: &str = "YAML reads this value as another type than the field takes; \
+     quote text (`\"-1\"`) and write numbers plainly (`1`)";
 
 /// A deserialization error as a spec issue naming the field.
 fn path_issue<E: std::fmt::Display>(
@@ -337,18 +337,53 @@ mod tests {
     }
 
     /// Found by `spec_parse_mutated` in CI: `0001` is the number 1 to the
-    /// `f64` field but the text "0001" in the stored JSON, so the version
-    /// stored could not be rebuilt. Now the file is refused, field named.
+    /// `f64` field but the text "0001" to a JSON value, so the version stored
+    /// could not be rebuilt. The stored JSON now holds what the field read.
     #[test]
-    fn a_value_yaml_reads_two_ways_is_refused() {
-        let text = format!("{ECHO}cost: {{usd: 0001}}\n");
+    fn a_value_yaml_reads_two_ways_is_stored_as_its_field_reads_it() {
+        for (extra, field, want) in [
+            (
+                "cost: {usd: 0001}\n",
+                "cost",
+                serde_json::json!({"usd": 1.0}),
+            ),
+            ("cost: {usd: 1}\n", "cost", serde_json::json!({"usd": 1})),
+        ] {
+            let text = format!("{ECHO}{extra}");
+            let loaded = parse(&text, Path::new("e.yaml")).unwrap();
+            let stored: Value = serde_json::from_str(&loaded.canonical).unwrap();
+            assert_eq!(stored[field], want, "{extra}");
+            let rebuilt = from_canonical(&loaded.canonical).unwrap();
+            assert_eq!(rebuilt.cost.and_then(|c| c.usd), Some(1.0), "{extra}");
+            assert_eq!(loaded.spec.cost.and_then(|c| c.usd), Some(1.0), "{extra}");
+        }
+        // A list of strings keeps each item's text as written.
+        let text = ECHO.replace(
+            "run: {static: {text: '{{ args.m }}'}}",
+            "run: {command: {argv: [ls, -1, 0x10]}}",
+        );
+        let loaded = parse(&text, Path::new("e.yaml")).unwrap();
+        assert!(
+            loaded.canonical.contains(r#""argv":["ls","-1","0x10"]"#),
+            "{}",
+            loaded.canonical
+        );
+        assert!(from_canonical(&loaded.canonical).is_ok());
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_settled_names_its_field() {
+        let many = vec!["-1"; scalars::MAX_FIXES + 1].join(", ");
+        let text = ECHO.replace(
+            "run: {static: {text: '{{ args.m }}'}}",
+            &format!("run: {{command: {{argv: [ls, {many}]}}}}"),
+        );
         let err = parse(&text, Path::new("e.yaml")).unwrap_err();
-        assert_eq!(err.field, "cost.usd", "{err}");
-        assert!(err.to_string().contains("0001"), "{err}");
-        assert!(err.to_string().contains("write numbers plainly"), "{err}");
-        // Written plainly, it loads, and the stored JSON rebuilds the spec.
-        let ok = parse(&format!("{ECHO}cost: {{usd: 1}}\n"), Path::new("e.yaml")).unwrap();
-        assert_eq!(ok.spec.cost.as_ref().and_then(|c| c.usd), Some(1.0));
-        assert!(from_canonical(&ok.canonical).is_ok());
+        assert_eq!(
+            err.field,
+            format!("run.command.argv[{}]", scalars::MAX_FIXES + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("quote text"), "{err}");
     }
 }

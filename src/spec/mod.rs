@@ -3,6 +3,7 @@
 //! - [`model`]: the file format (also the source of `tollgate schema`).
 //! - [`load`]: reading a directory into parsed, hashed specs.
 //! - [`rate`]: rates (`10/minute`) and durations (`30s`).
+//! - [`scalars`]: YAML values read one way by a field, another by the stored JSON.
 //! - [`issue`]: a problem in a spec, with file, field and hint.
 //! - [`par`]: start-up work spread over the cores.
 
@@ -12,6 +13,7 @@ pub mod load;
 pub mod model;
 pub mod par;
 pub mod rate;
+pub mod scalars;
 
 pub use issue::SpecIssue;
 pub use load::{LoadReport, LoadedSpec, load_dir};
