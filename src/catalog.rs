@@ -217,7 +217,19 @@ pub fn check_dir(
     http: &reqwest::Client,
     secrets: &Arc<Secrets>,
 ) -> Result<(Vec<LoadedSpec>, Vec<CompiledTool>), CatalogError> {
-    let report = spec::load_dir(dir);
+    compile_report(spec::load_dir(dir), principals, http, secrets)
+}
+
+/// The second half of [`check_dir`]: compile what [`spec::load_dir`] read.
+/// Callers that start work from the parsed specs (the Cedar schema, see
+/// [`crate::policy::SchemaBuild::start_specs`]) call the halves themselves,
+/// so that work runs while the specs compile.
+pub fn compile_report(
+    report: spec::LoadReport,
+    principals: Option<&Principals>,
+    http: &reqwest::Client,
+    secrets: &Arc<Secrets>,
+) -> Result<(Vec<LoadedSpec>, Vec<CompiledTool>), CatalogError> {
     let mut issues = report.issues;
     let mut compiled = Vec::with_capacity(report.specs.len());
     // Compiling (JSON Schema validators above all) is per spec and

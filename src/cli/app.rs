@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use tollgate::catalog::{Catalog, CatalogError, CompiledTool, check_dir, spec_files};
+use tollgate::catalog::{
+    Catalog, CatalogError, CompiledTool, check_dir, compile_report, spec_files,
+};
 use tollgate::config::Settings;
 use tollgate::executor;
 use tollgate::pipeline::{Budgets, Governance, Identity, Pipeline};
@@ -36,11 +38,12 @@ impl App {
         // Specs, and on a first start policies and budgets too, are checked
         // before the database is opened: a refused first start then leaves
         // no empty database behind.
-        let (loaded, compiled) = check_dir(&settings.specs, Some(&principals), &http, &secrets)
-            .map_err(|e| refuse_specs(settings, e))?;
+        let report = tollgate::spec::load_dir(&settings.specs);
         // The Cedar schema builds on its own thread from here on, while the
-        // database opens and the registry records the specs.
-        let schema = SchemaBuild::start(&compiled);
+        // specs compile, the database opens and the registry records them.
+        let schema = SchemaBuild::start_specs(report.specs.iter().map(|l| &l.spec));
+        let (loaded, compiled) = compile_report(report, Some(&principals), &http, &secrets)
+            .map_err(|e| refuse_specs(settings, e))?;
         if !settings.db.exists() {
             first_start_checks(settings, &compiled, &principals, &schema)?;
         }

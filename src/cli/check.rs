@@ -4,8 +4,9 @@ use std::io::Write;
 
 use super::EXIT_FAILED;
 use super::app::{http_client, load_secrets, print_issues};
-use tollgate::catalog::{CatalogError, check_dir};
+use tollgate::catalog::{CatalogError, compile_report};
 use tollgate::config::Settings;
+use tollgate::policy::SchemaBuild;
 use tollgate::principals::Principals;
 use tollgate::secrets::Secrets;
 use tollgate::spec::ToolSpec;
@@ -19,12 +20,13 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
         }
     };
     let secrets = load_secrets(settings)?;
-    match check_dir(
-        &settings.specs,
-        principals.as_ref(),
-        &http_client()?,
-        &secrets,
-    ) {
+    let report = tollgate::spec::load_dir(&settings.specs);
+    // The Cedar schema builds from the parsed specs while they compile.
+    let schema = report
+        .issues
+        .is_empty()
+        .then(|| SchemaBuild::start_specs(report.specs.iter().map(|l| &l.spec)));
+    match compile_report(report, principals.as_ref(), &http_client()?, &secrets) {
         Ok((loaded, compiled)) => {
             // One write for the whole list, not one per line: with 1,000
             // tools, line-buffered stdout was thousands of system calls.
@@ -56,7 +58,12 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
             out.flush()?;
             drop(out);
             let tools: Vec<_> = compiled.into_iter().map(std::sync::Arc::new).collect();
-            let governed = super::policies::check_governance(settings, &tools, principals.as_ref());
+            let governed = super::policies::check_governance(
+                settings,
+                &tools,
+                principals.as_ref(),
+                schema.as_ref(),
+            );
             super::leak_at_exit((loaded, tools));
             Ok(if principals.is_some() && governed {
                 0

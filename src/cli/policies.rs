@@ -11,7 +11,7 @@ use super::app::{open_store, print_policy_issues};
 use tollgate::catalog::CompiledTool;
 use tollgate::config::Settings;
 use tollgate::pipeline::Budgets;
-use tollgate::policy::PolicyEngine;
+use tollgate::policy::{PolicyEngine, SchemaBuild};
 use tollgate::principals::Principals;
 
 #[derive(Subcommand, Debug)]
@@ -91,9 +91,16 @@ pub fn check_governance(
     settings: &Settings,
     tools: &[Arc<CompiledTool>],
     principals: Option<&Principals>,
+    schema: Option<&SchemaBuild>,
 ) -> bool {
     let mut ok = true;
-    match PolicyEngine::load(&settings.policies, tools.iter(), principals) {
+    let engine = match schema {
+        Some(schema) => {
+            PolicyEngine::load_with(&settings.policies, tools.iter(), principals, schema)
+        }
+        None => PolicyEngine::load(&settings.policies, tools.iter(), principals),
+    };
+    match engine {
         Ok(engine) => {
             // One write, not one per line (see `check`): 1,000 tools with
             // three roles each are 3,000 lines.

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use super::schema;
 use crate::catalog::CompiledTool;
+use crate::spec::ToolSpec;
 
 /// Each tool's name and the Cedar type of its arguments, in tool order.
 pub(crate) type ArgTypes = Vec<(String, Value)>;
@@ -54,7 +55,14 @@ impl SchemaBuild {
     pub fn start<'a, T: Borrow<CompiledTool> + 'a>(
         tools: impl IntoIterator<Item = &'a T>,
     ) -> SchemaBuild {
-        let arg_types = arg_types(tools);
+        Self::start_specs(tools.into_iter().map(|t| &t.borrow().spec))
+    }
+
+    /// Start building the schema of these specs' tools on a new thread, as
+    /// soon as the files are parsed: the argument types come from the specs
+    /// alone, so the build runs while they compile.
+    pub fn start_specs<'a>(specs: impl IntoIterator<Item = &'a ToolSpec>) -> SchemaBuild {
+        let arg_types = spec_arg_types(specs);
         let mut build = Self::spawn(arg_types.clone());
         build.arg_types = Some(arg_types);
         build
@@ -106,13 +114,16 @@ impl SchemaBuild {
 pub(crate) fn arg_types<'a, T: Borrow<CompiledTool> + 'a>(
     tools: impl IntoIterator<Item = &'a T>,
 ) -> ArgTypes {
-    tools
+    spec_arg_types(tools.into_iter().map(|t| &t.borrow().spec))
+}
+
+fn spec_arg_types<'a>(specs: impl IntoIterator<Item = &'a ToolSpec>) -> ArgTypes {
+    specs
         .into_iter()
-        .map(|t| {
-            let t = t.borrow();
-            let ty = schema::cedar_type(&t.spec.input_schema)
+        .map(|spec| {
+            let ty = schema::cedar_type(&spec.input_schema)
                 .unwrap_or_else(|| json!({"type": "Record", "attributes": {}}));
-            (t.spec.name.clone(), ty)
+            (spec.name.clone(), ty)
         })
         .collect()
 }

@@ -381,6 +381,28 @@ fn a_schema_started_early_serves_every_load_for_the_same_tools() {
     );
 }
 
+/// `check` and `serve` start the build from the parsed spec files, before
+/// they compile: the tools compiled from those specs must then use it.
+#[test]
+fn a_schema_started_from_the_parsed_specs_serves_their_compiled_tools() {
+    let specs: Vec<crate::spec::ToolSpec> = [REFUND, ECHO]
+        .iter()
+        .map(|y| serde_norway::from_str(y).expect("spec parses"))
+        .collect();
+    let schema = SchemaBuild::start_specs(specs.iter());
+    let tools = [tool(REFUND), tool(ECHO)];
+    let principals = Principals::parse(PRINCIPALS).unwrap();
+    let dir = policy_dir(RULES);
+    let first = PolicyEngine::load_with(dir.path(), tools.iter(), Some(&principals), &schema)
+        .expect("load");
+    let second = PolicyEngine::load_with(dir.path(), tools.iter(), Some(&principals), &schema)
+        .expect("load");
+    assert!(
+        Arc::ptr_eq(&first.validator, &second.validator),
+        "the early build was not used"
+    );
+}
+
 #[test]
 fn a_schema_started_for_other_arguments_is_not_used() {
     // The build starts for the spec files, but the refund tool is served at
