@@ -166,9 +166,13 @@ fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
 }
 
 /// The hint for a field that YAML reads as one type and the field as
-/// another, when it could not be settled.
-const UNSETTLED: &str = "YAML reads this value as another type than the field takes; \
-     quote text (`\"-1\"`) and write numbers plainly (`1`)";
+/// another, when it could not be settled (in practice: past
+/// [`scalars::MAX_FIXES`] of them in one file).
+const UNSETTLED: &str = "YAML reads this value as another type than the field takes, and \
+     tollgate settles at most 64 such values per file; quote text (`\"-1\"`) and write \
+     numbers plainly (`1`)";
+// The hint names the limit.
+const _: () = assert!(scalars::MAX_FIXES == 64);
 
 /// A deserialization error as a spec issue naming the field.
 fn path_issue<E: std::fmt::Display>(
