@@ -11,6 +11,7 @@ mod harness;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use serde_json::{Map, Value, json};
 
 // ─────────────────────────── corpus replay ───────────────────────────
@@ -73,17 +74,31 @@ fn jsonrpc_corpus_replays() {
 
 /// `cases` per property (about a second each in a debug build);
 /// `PROPTEST_CASES` overrides it for a longer run.
+///
+/// The cases come from a fixed seed, so the suite gives the same answer on
+/// every run and a CI run fails only for a change, never for a new draw
+/// (a random draw in CI once found `usd: 0001`, see docs/fuzzing.md). To
+/// explore, give a seed: `PROPTEST_RNG_SEED=$RANDOM`, or `random`.
 fn config(cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(cases);
+    let rng_seed = match std::env::var("PROPTEST_RNG_SEED").as_deref() {
+        Ok("random") => RngSeed::Random,
+        Ok(seed) => seed.parse().map_or(RngSeed::Random, RngSeed::Fixed),
+        Err(_) => RngSeed::Fixed(FIXED_SEED),
+    };
     ProptestConfig {
         cases,
+        rng_seed,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
+
+/// The seed of the default run.
+const FIXED_SEED: u64 = 0x7011_6a7e;
 
 /// Strings made of the pieces that matter to URLs, argv and templates.
 fn hostile_string() -> impl Strategy<Value = String> {
