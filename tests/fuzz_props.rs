@@ -78,15 +78,17 @@ fn jsonrpc_corpus_replays() {
 /// The cases come from a fixed seed, so the suite gives the same answer on
 /// every run and a CI run fails only for a change, never for a new draw
 /// (a random draw in CI once found `usd: 0001`, see docs/fuzzing.md). To
-/// explore, give a seed: `PROPTEST_RNG_SEED=$RANDOM`, or `random`.
+/// explore, give another seed: `PROPTEST_RNG_SEED=$RANDOM` (a number, so a
+/// failure can be replayed with it).
 fn config(cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(cases);
-    let rng_seed = match std::env::var("PROPTEST_RNG_SEED").as_deref() {
-        Ok("random") => RngSeed::Random,
-        Ok(seed) => seed.parse().map_or(RngSeed::Random, RngSeed::Fixed),
+    let rng_seed = match std::env::var("PROPTEST_RNG_SEED") {
+        Ok(seed) => RngSeed::Fixed(seed.parse().unwrap_or_else(|_| {
+            panic!("PROPTEST_RNG_SEED must be a number (e.g. $RANDOM), not {seed:?}")
+        })),
         Err(_) => RngSeed::Fixed(FIXED_SEED),
     };
     ProptestConfig {

@@ -5,8 +5,9 @@
 //! For 1,000 tools, building the Cedar schema takes longer than everything
 //! else in loading the policies together (64–81 ms measured), and it needs
 //! only each tool's argument types, which are known as soon as the spec
-//! files are read. [`SchemaBuild::start`] begins it then, so `serve` builds
-//! it while the database opens and the registry records the specs, and a
+//! files are parsed. [`SchemaBuild::start_specs`] begins it then, so `check`
+//! and `serve` build it while the specs compile (and `serve` while the
+//! database opens and the registry records the specs), and a
 //! first start builds it once for its two policy loads (one checks the
 //! policies before the database file is created, the other loads them with
 //! the versions the registry assigned).
@@ -14,7 +15,7 @@
 //! The tools a build was started with need not be the tools finally
 //! served: a pinned tool serves an older version, whose arguments may
 //! differ. So a build is only used for tools whose argument types are
-//! exactly those it was started with ([`SchemaBuild::for_types`]);
+//! exactly those it was started with ([`SchemaBuild::is_for`]);
 //! otherwise the schema is built again.
 
 use std::borrow::Borrow;

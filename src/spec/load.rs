@@ -166,11 +166,12 @@ fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
 }
 
 /// The hint for a field that YAML reads as one type and the field as
-/// another, when it could not be settled (in practice: past
-/// [`scalars::MAX_FIXES`] of them in one file).
+/// another, when [`scalars::reconcile`] could not settle it: past
+/// [`scalars::MAX_FIXES`] such values in one file, or a value the field reads
+/// as a type it does not settle.
 const UNSETTLED: &str = "YAML reads this value as another type than the field takes, and \
-     tollgate settles at most 64 such values per file; quote text (`\"-1\"`) and write \
-     numbers plainly (`1`)";
+     tollgate could not settle it (it settles at most 64 such values per file); quote text \
+     (`\"-1\"`) and write numbers plainly (`1`)";
 // The hint names the limit.
 const _: () = assert!(scalars::MAX_FIXES == 64);
 

@@ -55,8 +55,10 @@ pub fn reconcile(text: &str, value: &mut Value) -> Result<ToolSpec, PathError<se
     }
 }
 
+/// A value a fix may replace. `Null` is one: YAML `~`, an empty value and
+/// `.inf` are null to a JSON value but text to a string field.
 fn is_scalar(v: &Value) -> bool {
-    matches!(v, Value::Bool(_) | Value::Number(_) | Value::String(_))
+    !matches!(v, Value::Array(_) | Value::Object(_))
 }
 
 /// The scalar types a spec field can expect, as serde names them after
@@ -74,7 +76,8 @@ impl Kind {
     fn expected_in(message: &str) -> Option<Kind> {
         let (_, expected) = message.rsplit_once("expected ")?;
         Some(match expected {
-            "a string" => Kind::Text,
+            // `PathBuf` (a command's `cwd`) says "path string".
+            "a string" | "path string" => Kind::Text,
             "f64" | "f32" => Kind::Float,
             "u8" | "u16" | "u32" | "u64" | "usize" => Kind::Unsigned,
             "i8" | "i16" | "i32" | "i64" | "isize" => Kind::Signed,
@@ -157,8 +160,10 @@ impl<'de> Visitor<'de> for Probe<'_> {
             return Err(de::Error::custom("not a list"));
         };
         let mut found = None;
-        while let Some(key) = map.next_key::<serde_norway::Value>()? {
-            if found.is_none() && key.as_str() == Some(want.as_str()) {
+        // Keys read as text, as the JSON value reads them (`1:` is "1"); a
+        // repeated key keeps its last value, as the JSON value does.
+        while let Some(key) = map.next_key::<String>()? {
+            if key == *want {
                 found = map.next_value_seed(Probe {
                     steps: rest,
                     kind: self.kind,
@@ -215,6 +220,25 @@ mod tests {
             value["run"]["command"]["argv"],
             serde_json::json!(["ls", "-1", "0x10", "1e3", "true"])
         );
+    }
+
+    #[test]
+    fn null_numeric_keys_and_paths_settle_too() {
+        let text = format!(
+            "{HEAD}run: {{command: {{argv: [ls, ~, .inf], cwd: 2024, set_env: {{NO_COLOR: , N: x, N: 1}}}}}}\n"
+        );
+        let (spec, value) = settle(&text).unwrap();
+        let command = &value["run"]["command"];
+        assert_eq!(command["argv"], serde_json::json!(["ls", "~", ".inf"]));
+        assert_eq!(command["cwd"], serde_json::json!("2024"));
+        assert_eq!(
+            command["set_env"],
+            serde_json::json!({"NO_COLOR": "", "N": "1"})
+        );
+        assert!(format!("{:?}", spec.run).contains("2024"));
+        let text = format!("{HEAD}run: {{http: {{url: 'http://x/', query: {{1: 2}}}}}}\n");
+        let (_, value) = settle(&text).unwrap();
+        assert_eq!(value["run"]["http"]["query"], serde_json::json!({"1": "2"}));
     }
 
     #[test]
