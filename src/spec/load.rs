@@ -149,7 +149,18 @@ pub fn parse(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
 /// takes the field's reading first ([`scalars`]).
 fn parse_slowly(text: &str, file: &Path) -> Result<LoadedSpec, SpecIssue> {
     let de = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, ToolSpec>(de).map_err(|e| path_issue(e, file, None))?;
+    let typed: ToolSpec =
+        serde_path_to_error::deserialize(de).map_err(|e| path_issue(e, file, None))?;
+    // The one float field: `.inf` would be null (no fixed cost) in the JSON.
+    if let Some(usd) = typed.cost.and_then(|c| c.usd)
+        && !usd.is_finite()
+    {
+        return Err(
+            SpecIssue::at("cost.usd", format!("`{usd}` is not an amount"))
+                .hint("write a finite number of US dollars, e.g. `usd: 0.02`")
+                .in_file(file),
+        );
+    }
     let mut value: serde_json::Value =
         serde_norway::from_str(text).map_err(|e| SpecIssue::at("", e.to_string()).in_file(file))?;
     let spec =
@@ -228,9 +239,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
         Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        // As serde_json: a non-finite float is null.
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        // JSON has no `.inf` or `.nan`: serde_json reads them as null. Leave
+        // such a file to `parse_slowly`, which refuses one in a typed field
+        // instead of letting it vanish.
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -374,6 +389,24 @@ mod tests {
             loaded.canonical
         );
         assert!(from_canonical(&loaded.canonical).is_ok());
+    }
+
+    /// YAML `.inf` is null to JSON: in `cost.usd` it would silently mean
+    /// "no fixed cost". In an input schema (plain JSON) it stays null.
+    #[test]
+    fn a_non_finite_cost_is_refused() {
+        for usd in [".inf", "-.inf", ".nan"] {
+            let text = format!("{ECHO}cost: {{usd: {usd}, from: /fee}}\n");
+            let err = parse(&text, Path::new("e.yaml")).unwrap_err();
+            assert_eq!(err.field, "cost.usd", "{usd}: {err}");
+            assert!(err.to_string().contains("is not an amount"), "{err}");
+        }
+        let loaded = parse(ECHO, Path::new("e.yaml")).unwrap();
+        assert!(
+            loaded.canonical.contains(r#""maximum":null"#),
+            "{}",
+            loaded.canonical
+        );
     }
 
     #[test]
