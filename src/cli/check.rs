@@ -22,10 +22,7 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
     let secrets = load_secrets(settings)?;
     let report = tollgate::spec::load_dir(&settings.specs);
     // The Cedar schema builds from the parsed specs while they compile.
-    let schema = report
-        .issues
-        .is_empty()
-        .then(|| SchemaBuild::start_specs(report.specs.iter().map(|l| &l.spec)));
+    let schema = SchemaBuild::start_specs(report.specs.iter().map(|l| &l.spec));
     match compile_report(report, principals.as_ref(), &http_client()?, &secrets) {
         Ok((loaded, compiled)) => {
             // One write for the whole list, not one per line: with 1,000
@@ -58,12 +55,8 @@ pub fn check(settings: &Settings) -> anyhow::Result<u8> {
             out.flush()?;
             drop(out);
             let tools: Vec<_> = compiled.into_iter().map(std::sync::Arc::new).collect();
-            let governed = super::policies::check_governance(
-                settings,
-                &tools,
-                principals.as_ref(),
-                schema.as_ref(),
-            );
+            let governed =
+                super::policies::check_governance(settings, &tools, principals.as_ref(), &schema);
             super::leak_at_exit((loaded, tools));
             Ok(if principals.is_some() && governed {
                 0

@@ -91,16 +91,10 @@ pub fn check_governance(
     settings: &Settings,
     tools: &[Arc<CompiledTool>],
     principals: Option<&Principals>,
-    schema: Option<&SchemaBuild>,
+    schema: &SchemaBuild,
 ) -> bool {
     let mut ok = true;
-    let engine = match schema {
-        Some(schema) => {
-            PolicyEngine::load_with(&settings.policies, tools.iter(), principals, schema)
-        }
-        None => PolicyEngine::load(&settings.policies, tools.iter(), principals),
-    };
-    match engine {
+    match PolicyEngine::load_with(&settings.policies, tools.iter(), principals, schema) {
         Ok(engine) => {
             // One write, not one per line (see `check`): 1,000 tools with
             // three roles each are 3,000 lines.

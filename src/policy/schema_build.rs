@@ -52,13 +52,6 @@ impl std::fmt::Debug for SchemaBuild {
 }
 
 impl SchemaBuild {
-    /// Start building the schema of `tools` on a new thread.
-    pub fn start<'a, T: Borrow<CompiledTool> + 'a>(
-        tools: impl IntoIterator<Item = &'a T>,
-    ) -> SchemaBuild {
-        Self::start_specs(tools.into_iter().map(|t| &t.borrow().spec))
-    }
-
     /// Start building the schema of these specs' tools on a new thread, as
     /// soon as the files are parsed: the argument types come from the specs
     /// alone, so the build runs while they compile.

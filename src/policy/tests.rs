@@ -363,7 +363,7 @@ fn a_schema_started_early_serves_every_load_for_the_same_tools() {
     let tools = [tool(REFUND), tool(ECHO)];
     let principals = Principals::parse(PRINCIPALS).unwrap();
     let dir = policy_dir(RULES);
-    let schema = SchemaBuild::start(tools.iter());
+    let schema = SchemaBuild::start_specs(tools.iter().map(|t| &t.spec));
     let first = PolicyEngine::load_with(dir.path(), tools.iter(), Some(&principals), &schema)
         .expect("first load");
     let second = PolicyEngine::load_with(dir.path(), tools.iter(), Some(&principals), &schema)
@@ -409,7 +409,7 @@ fn a_schema_started_for_other_arguments_is_not_used() {
     // an older version (a rollback) that has no `reason` argument.
     let principals = Principals::parse(PRINCIPALS).unwrap();
     let files = [tool(REFUND), tool(ECHO)];
-    let schema = SchemaBuild::start(files.iter());
+    let schema = SchemaBuild::start_specs(files.iter().map(|t| &t.spec));
     let older = REFUND
         .replace(
             "required: [order_id, amount_cents, reason]",
