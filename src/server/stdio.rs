@@ -85,6 +85,19 @@ async fn write_out<W: AsyncWrite + Unpin>(
     let mut errors_open = true;
     loop {
         tokio::select! {
+            // The shim's own replies first: one is queued before any later
+            // line reaches rmcp, so a client reads the answers in the order
+            // it sent the lines (a random pick once sent a `ping` reply
+            // ahead of the parse error of the line before it).
+            biased;
+            reply = errors.recv(), if errors_open => match reply {
+                Some(reply) => {
+                    if output.write_all(&reply).await.is_err() || output.flush().await.is_err() {
+                        break;
+                    }
+                }
+                None => errors_open = false,
+            },
             read = rmcp_lines.read_until(b'\n', &mut line) => {
                 match read {
                     Ok(0) | Err(_) => break,
@@ -96,14 +109,6 @@ async fn write_out<W: AsyncWrite + Unpin>(
                     }
                 }
             }
-            reply = errors.recv(), if errors_open => match reply {
-                Some(reply) => {
-                    if output.write_all(&reply).await.is_err() || output.flush().await.is_err() {
-                        break;
-                    }
-                }
-                None => errors_open = false,
-            },
         }
     }
 }
@@ -133,6 +138,22 @@ mod tests {
                     .unwrap()
                     .starts_with("Parse error")
             );
+        }
+    }
+
+    /// A parse error queued before rmcp's next line is ready goes out first,
+    /// every time (an unbiased pick put it second about half the time).
+    #[tokio::test]
+    async fn a_queued_parse_error_goes_out_before_rmcps_next_line() {
+        for _ in 0..50 {
+            let (mut rmcp_side, from_rmcp) = tokio::io::duplex(1024);
+            let (errors_tx, errors_rx) = mpsc::channel(16);
+            errors_tx.send(b"error\n".to_vec()).await.unwrap();
+            rmcp_side.write_all(b"pong\n").await.unwrap();
+            drop((rmcp_side, errors_tx));
+            let mut out = Vec::new();
+            write_out(from_rmcp, errors_rx, &mut out).await;
+            assert_eq!(out, b"error\npong\n");
         }
     }
 }
