@@ -24,8 +24,11 @@
 //! - [`secrets`]: server-side secrets (`{{ secret.NAME }}`), redaction, `x-sensitive` hashing.
 //! - [`catalog`]: the compiled, servable set of tools built at start-up.
 //! - [`shutdown`]: draining running calls and interrupting the rest.
+//! - [`bench_stage`]: benchmark short cuts that cut a stage out; they act only in a build with
+//!   the `bench-decompose` feature.
 
 pub mod auth;
+pub mod bench_stage;
 pub mod canonical;
 pub mod catalog;
 pub mod config;

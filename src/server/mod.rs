@@ -230,6 +230,10 @@ impl ServerHandler for TollgateServer {
             meta,
         };
         let (identity, origin) = self.who(&context);
+        #[cfg(feature = "bench-decompose")]
+        if crate::bench_stage::cut() == crate::bench_stage::Cut::Pipeline {
+            return Ok(crate::bench_stage::echo(req.arguments.as_ref()).into());
+        }
         // The call runs in its own task: if rmcp drops this future (client
         // gone, session closed, server stopping), the tool and its receipt
         // still finish together; a call is never cut off between the two.
