@@ -35,9 +35,11 @@ WORK=$(mktemp -d -t tollgate-decompose.XXXXXX)
 
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    local status=$?
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    # Keep the servers' logs and databases when something went wrong.
+    if [[ $status == 0 ]]; then rm -rf "$WORK"; else echo "kept $WORK (logs and databases)" >&2; fi
 }
 trap cleanup EXIT
 
@@ -69,7 +71,11 @@ port=$PORT
 for arm in null-pipeline no-storage governed; do
     port=$((port + 1))
     db=$WORK/$arm.db
-    TOKEN[$arm]=$(TOLLGATE_DB=$db "$TOLLGATE" keys create --principal alice --note bench 2>/dev/null)
+    TOKEN[$arm]=$(TOLLGATE_DB=$db "$TOLLGATE" keys create --principal alice --note bench 2>"$WORK/$arm-key.log") || {
+        echo "could not create an API key for $arm:" >&2
+        cat "$WORK/$arm-key.log" >&2
+        exit 1
+    }
     stage=$arm
     [[ $arm == governed ]] && stage=
     TOLLGATE_BENCH_STAGE=$stage TOLLGATE_DB=$db "$TOLLGATE" serve --http "127.0.0.1:$port" 2>"$WORK/$arm.log" &
@@ -78,10 +84,17 @@ done
 for arm in "${ARMS[@]}"; do
     probe=${URL[$arm]%/mcp}/healthz
     [[ $arm == bare ]] && probe=${URL[$arm]}
+    up=
     for _ in $(seq 100); do
-        curl -s -o /dev/null "$probe" && break
+        kill -0 "${PID[$arm]}" 2>/dev/null || break
+        curl -s -o /dev/null "$probe" && { up=1; break; }
         sleep 0.1
     done
+    [[ -n $up ]] || {
+        echo "$arm did not come up at $probe (port taken?); its log:" >&2
+        cat "$WORK/$arm.log" >&2
+        exit 1
+    }
 done
 
 mkdir -p "$OUT"
@@ -92,9 +105,10 @@ for rep in $(seq "$RUNS"); do
         for arm in "${ARMS[@]}"; do
             auth=()
             [[ $arm != bare ]] && auth=(--token "${TOKEN[$arm]}")
+            # (the ${a[@]+...} form: an empty array under set -u on bash < 4.4)
             "$LOADGEN" --json --tool echo --args '{"message":"hi"}' --concurrency "$c" \
                 --sessions $((c < SESSIONS ? c : SESSIONS)) --duration "${SECS}s" --warmup "$WARMUP" \
-                --url "${URL[$arm]}" --server-pid "${PID[$arm]}" "${auth[@]}" |
+                --url "${URL[$arm]}" --server-pid "${PID[$arm]}" ${auth[@]+"${auth[@]}"} |
                 python3 -c '
 import json, sys
 r = json.load(sys.stdin)
@@ -115,10 +129,11 @@ errors = sum(int(r["errors"]) for r in rows)
 # the governed one records every call it acknowledged.
 for arm in ["null-pipeline", "no-storage", "governed"]:
     acked = sum(int(r["acknowledged"]) for r in rows if r["arm"] == arm)
-    n = sqlite3.connect(f"{sys.argv[2]}/{arm}.db").execute(
-        "SELECT count(*) FROM receipts WHERE tool = 'echo'").fetchone()[0]
+    db = sqlite3.connect(f"file:{sys.argv[2]}/{arm}.db?mode=ro", uri=True)
+    n = db.execute("SELECT count(*) FROM receipts WHERE tool = 'echo'").fetchone()[0]
     ok = n >= acked if arm == "governed" else n == 0
-    print(f"{arm}: {acked} calls acknowledged, {n} echo receipts" + ("" if ok else "  UNEXPECTED"))
+    print(f"{arm}: {acked} calls acknowledged, {n} echo receipts" + ("" if ok else
+          "  UNEXPECTED: this arm did not measure what it claims; see its log in the kept work directory"))
     errors += 0 if ok else 1
 for c in sorted({r["concurrency"] for r in rows}, key=int):
     at = [r for r in rows if r["concurrency"] == c]
@@ -129,7 +144,7 @@ for c in sorted({r["concurrency"] for r in rows}, key=int):
     for arm in ["bare", "null-pipeline", "no-storage", "governed"]:
         mine = [r for r in at if r["arm"] == arm]
         med = lambda k: st.median(float(r[k]) for r in mine)
-        share = st.median(float(r["calls_per_s"]) / bare[r["rep"]] for r in mine)
+        share = st.median(float(r["calls_per_s"]) / max(bare[r["rep"]], 1e-9) for r in mine)
         print(f"| {arm} | {med('calls_per_s'):.0f} | {med('server_cpu_us_per_call'):.0f} | {med('p99_ms'):.2f} | {share:.2f} |")
 print(f"errors: {errors}" + ("  (a run with errors is not valid)" if errors else ""))
 sys.exit(1 if errors else 0)

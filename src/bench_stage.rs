@@ -1,5 +1,7 @@
 //! Benchmark-only short cuts. They act only in a build with the
-//! `bench-decompose` feature: without it, nothing calls this module.
+//! `bench-decompose` feature: without it, nothing calls this module. It is
+//! compiled in every build all the same, so the default `cargo test` checks
+//! its parsing.
 //!
 //! Why: the [proof] benchmark compares a governed call with a bare rmcp
 //! server. The gap is the sum of three parts (the HTTP front with its
@@ -11,11 +13,15 @@
 //! - `null-pipeline`: `tools/call` answers `echo` (the `message` argument)
 //!   right after the HTTP guard has authenticated the request. Nothing is
 //!   resolved, validated, authorized, limited, run or recorded.
-//! - `no-storage`: the whole pipeline runs, and every receipt travels to the
-//!   writer thread and back, but the writer answers without touching SQLite.
+//! - `no-storage`: the whole pipeline runs, and every receipt and intent
+//!   travels to the writer thread and back, but the writer answers without
+//!   writing them to SQLite. (Its start-up registration and heartbeats still
+//!   write, and its metrics count the receipts as if they were stored.)
 //!
 //! Both break tollgate's promise ("never a call without a record") on
-//! purpose, so `serve` logs an error line naming the stage when one is set.
+//! purpose, so every command that starts a writer (`serve`, `call`,
+//! `approvals approve`) checks the variable first ([`check`]): it refuses an
+//! unknown value and logs an error line naming a known one.
 
 use std::sync::OnceLock;
 
@@ -47,7 +53,12 @@ impl Cut {
 
     /// Reads [`ENV`]; an unknown value is an error that names the choices.
     pub fn from_env() -> Result<Cut, String> {
-        match std::env::var(ENV).unwrap_or_default().as_str() {
+        Cut::parse(&std::env::var(ENV).unwrap_or_default())
+    }
+
+    /// The stage named `value` (empty: none).
+    pub fn parse(value: &str) -> Result<Cut, String> {
+        match value {
             "" => Ok(Cut::Nothing),
             "null-pipeline" => Ok(Cut::Pipeline),
             "no-storage" => Ok(Cut::Storage),
@@ -60,17 +71,18 @@ impl Cut {
 
 static CUT: OnceLock<Cut> = OnceLock::new();
 
-/// The stage cut out in this process, read once (an unknown value counts
-/// as [`Cut::Nothing`] here; `serve` refuses to start with one, see
-/// [`check`]).
+/// The stage cut out in this process, read once. [`check`] has refused an
+/// unknown value before any writer started; were it skipped, an unknown
+/// value would cut nothing.
 pub fn cut() -> Cut {
     *CUT.get_or_init(|| Cut::from_env().unwrap_or(Cut::Nothing))
 }
 
-/// Called by `serve` before it serves: refuse an unknown stage, and say
-/// loudly that a known one is set.
+/// Called before a command starts its writer: refuse an unknown stage, and
+/// say loudly that a known one is set.
 pub fn check() -> Result<(), String> {
     let cut = Cut::from_env()?;
+    let _ = CUT.set(cut);
     if cut != Cut::Nothing {
         tracing::error!(
             stage = cut.name(),
@@ -95,22 +107,17 @@ mod tests {
 
     #[test]
     fn the_stage_names_parse_and_an_unknown_one_names_the_choices() {
-        // One test touches the variable, so parallel tests cannot race on it.
-        let read = |v: &str| {
-            // SAFETY: only this test reads or writes the variable.
-            unsafe { std::env::set_var(ENV, v) };
-            Cut::from_env()
-        };
-        assert_eq!(read(""), Ok(Cut::Nothing));
-        assert_eq!(read("null-pipeline"), Ok(Cut::Pipeline));
-        assert_eq!(read("no-storage"), Ok(Cut::Storage));
+        assert_eq!(Cut::parse(""), Ok(Cut::Nothing));
+        assert_eq!(Cut::parse("null-pipeline"), Ok(Cut::Pipeline));
+        assert_eq!(Cut::parse("no-storage"), Ok(Cut::Storage));
         for cut in [Cut::Pipeline, Cut::Storage] {
-            assert_eq!(read(cut.name()), Ok(cut));
+            assert_eq!(Cut::parse(cut.name()), Ok(cut));
         }
-        let err = read("nothing").unwrap_err();
-        assert!(err.contains("null-pipeline, no-storage"), "{err}");
-        // SAFETY: as above.
-        unsafe { std::env::remove_var(ENV) };
+        let err = Cut::parse("nothing").unwrap_err();
+        assert_eq!(
+            err,
+            "TOLLGATE_BENCH_STAGE=\"nothing\" is not a stage; use null-pipeline, no-storage, or leave it unset"
+        );
     }
 
     #[test]

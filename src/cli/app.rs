@@ -32,6 +32,8 @@ pub struct App {
 impl App {
     /// Build everything a governed call needs.
     pub async fn start(settings: &Settings) -> anyhow::Result<App> {
+        #[cfg(feature = "bench-decompose")]
+        tollgate::bench_stage::check().map_err(anyhow::Error::msg)?;
         let principals = Principals::load(&settings.principals)?;
         let http = http_client()?;
         let secrets = load_secrets(settings)?;

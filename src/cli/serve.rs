@@ -39,8 +39,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<u8> {
     let settings = global.settings(args.principal.clone())?;
-    #[cfg(feature = "bench-decompose")]
-    tollgate::bench_stage::check().map_err(anyhow::Error::msg)?;
     if let Some(addr) = args.http {
         if args.insecure_no_auth && !addr.ip().is_loopback() {
             bail!(
