@@ -20,7 +20,7 @@
 //!
 //! Both break tollgate's promise ("never a call without a record") on
 //! purpose, so every command that starts a writer (`serve`, `call`,
-//! `approvals approve`) checks the variable first ([`check`]): it refuses an
+//! `approvals approve|reject`) checks the variable first ([`check`]): it refuses an
 //! unknown value and logs an error line naming a known one.
 
 use std::sync::OnceLock;
