@@ -24,6 +24,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. scripts/bench-lib.sh
 RUNS=${RUNS:-5}
 SECS=${SECS:-4}
 WARMUP=${WARMUP:-0.5s}
@@ -52,16 +53,7 @@ BARE=$ROOT/target/release/examples/bare_echo
 LOADGEN=$ROOT/target/release/examples/loadgen
 
 echo "== setup in $WORK (builds took ${SECONDS}s)"
-mkdir -p "$WORK/specs"
-cp tool-specs/*.yaml "$WORK/specs/"
-# As in bench-http.sh: the limiter runs on every call but never refuses.
-sed -i 's|^\(\s*per_principal:\).*|\1 { rate: 1000000/second, burst: 1000000 }|' "$WORK/specs/echo.yaml"
-grep -q 'rate: 1000000/second' "$WORK/specs/echo.yaml" || {
-    echo "could not raise echo's rate limit in $WORK/specs/echo.yaml" >&2
-    exit 1
-}
-export TOLLGATE_SPECS=$WORK/specs TOLLGATE_PRINCIPALS=$ROOT/principals.yaml TOLLGATE_LOG=warn
-unset TOLLGATE_CONFIG TOLLGATE_PRINCIPAL TOLLGATE_BENCH_STAGE
+bench_specs "$WORK" "$ROOT"
 
 ARMS=(bare null-pipeline no-storage governed)
 declare -A PID URL TOKEN
@@ -84,17 +76,7 @@ done
 for arm in "${ARMS[@]}"; do
     probe=${URL[$arm]%/mcp}/healthz
     [[ $arm == bare ]] && probe=${URL[$arm]}
-    up=
-    for _ in $(seq 100); do
-        kill -0 "${PID[$arm]}" 2>/dev/null || break
-        curl -s -o /dev/null "$probe" && { up=1; break; }
-        sleep 0.1
-    done
-    [[ -n $up ]] || {
-        echo "$arm did not come up at $probe (port taken?); its log:" >&2
-        cat "$WORK/$arm.log" >&2
-        exit 1
-    }
+    wait_up "$arm" "$probe" "${PID[$arm]}" "$WORK/$arm.log"
 done
 
 mkdir -p "$OUT"

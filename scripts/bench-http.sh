@@ -23,6 +23,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. scripts/bench-lib.sh
 RUNS=${RUNS:-5}
 SECS=${SECS:-4}
 WARMUP=${WARMUP:-0.5s}
@@ -52,25 +53,9 @@ BARE=$ROOT/target/release/examples/bare_echo
 LOADGEN=$ROOT/target/release/examples/loadgen
 
 echo "== setup in $WORK (build took ${SECONDS}s)"
-mkdir -p "$WORK/specs" "$OUT"
-cp tool-specs/*.yaml "$WORK/specs/"
-sed -i 's|^\(\s*per_principal:\).*|\1 { rate: 1000000/second, burst: 1000000 }|' "$WORK/specs/echo.yaml"
-grep -q 'rate: 1000000/second' "$WORK/specs/echo.yaml" || {
-    echo "could not raise echo's rate limit in $WORK/specs/echo.yaml" >&2
-    exit 1
-}
-export TOLLGATE_SPECS=$WORK/specs TOLLGATE_PRINCIPALS=$ROOT/principals.yaml TOLLGATE_LOG=warn
-unset TOLLGATE_CONFIG TOLLGATE_PRINCIPAL
+mkdir -p "$OUT"
+bench_specs "$WORK" "$ROOT"
 TOKEN=$(TOLLGATE_DB=$WORK/governed.db "$TOLLGATE" keys create --principal alice --note bench 2>/dev/null)
-
-wait_http() { # URL
-    for _ in $(seq 100); do
-        curl -s -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "server at $1 did not come up" >&2
-    exit 1
-}
 
 "$BARE" --addr "127.0.0.1:$PORT_BARE" 2>"$WORK/bare.log" &
 PIDS+=($!); PID_BARE=$!
@@ -79,9 +64,9 @@ PIDS+=($!); PID_GOV=$!
 TOLLGATE_DB=$WORK/noauth.db "$TOLLGATE" serve --http "127.0.0.1:$PORT_NOAUTH" \
     --insecure-no-auth --principal alice 2>"$WORK/noauth.log" &
 PIDS+=($!); PID_NOAUTH=$!
-wait_http "http://127.0.0.1:$PORT_BARE/mcp"
-wait_http "http://127.0.0.1:$PORT_GOV/healthz"
-wait_http "http://127.0.0.1:$PORT_NOAUTH/healthz"
+wait_up bare "http://127.0.0.1:$PORT_BARE/mcp" "$PID_BARE" "$WORK/bare.log"
+wait_up governed "http://127.0.0.1:$PORT_GOV/healthz" "$PID_GOV" "$WORK/governed.log"
+wait_up noauth "http://127.0.0.1:$PORT_NOAUTH/healthz" "$PID_NOAUTH" "$WORK/noauth.log"
 
 CSV=$OUT/results.csv
 echo "rep,transport,target,concurrency,calls_per_s,p50_ms,p99_ms,p999_ms,server_cpu_us_per_call,client_cpu_us_per_call,transport_errors,tool_errors" >"$CSV"
